@@ -1,0 +1,1 @@
+"""hipchat-addon: an Atlassian Connect add-on server for HipChat."""

@@ -1,0 +1,132 @@
+"""The error tree of hipchat-addon.
+
+Every error the add-on raises on purpose derives from ``AddonError``. Subclasses are grouped by who
+must react, and ``routes.py`` maps each group to one HTTP status in a single table:
+
+    AddonError
+    ├── ConfigError            start-up: the process stops with the message
+    ├── IntegrationError       an integration author's bug, raised when integrations load
+    ├── RequestError           400: the caller sent something we refuse
+    │   ├── HostNotAllowed     a URL HipChat handed us points off the allow-list
+    │   └── InstallRefused     the install cannot go ahead (links.self, allowRoom, credentials...)
+    ├── AuthError              401: who is calling cannot be established
+    │   ├── InvalidJWT
+    │   └── UnknownInstallation
+    ├── Forbidden              403: the caller is known but may not do this
+    ├── NotFound               404
+    ├── UpstreamError          502: HipChat (or its token endpoint) failed us
+    │   ├── HipChatAPIError    a REST call answered an error status
+    │   └── TokenError         the token endpoint refused or failed
+    │       ├── ClientGone         the OAuth client no longer exists (401 from the token endpoint)
+    │       └── ApprovalRequired   a user token is missing or its refresh was refused
+    └── StoreUnavailable       503: the store cannot be reached
+
+This module is a leaf: it imports nothing from ``addon``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AddonError",
+    "ApprovalRequired",
+    "AuthError",
+    "ClientGone",
+    "ConfigError",
+    "Forbidden",
+    "HipChatAPIError",
+    "HostNotAllowed",
+    "InstallRefused",
+    "IntegrationError",
+    "InvalidJWT",
+    "NotFound",
+    "RequestError",
+    "StoreUnavailable",
+    "TokenError",
+    "UnknownInstallation",
+    "UpstreamError",
+]
+
+
+class AddonError(Exception):
+    """Root of every error hipchat-addon raises on purpose."""
+
+
+class ConfigError(AddonError):
+    """A setting or a data file is wrong; raised at start-up."""
+
+
+class IntegrationError(AddonError):
+    """An integration module is wrong; raised when integrations are loaded."""
+
+
+class RequestError(AddonError):
+    """The request is malformed or asks for something we refuse (400)."""
+
+
+class HostNotAllowed(RequestError):
+    """A URL points at a host that is not in ``ADDON_HIPCHAT_HOSTS``."""
+
+
+class InstallRefused(RequestError):
+    """An installation cannot go ahead."""
+
+
+class AuthError(AddonError):
+    """The caller could not be authenticated (401)."""
+
+
+class InvalidJWT(AuthError):
+    """A signed request carries a JWT that does not verify."""
+
+
+class UnknownInstallation(AuthError):
+    """No installation is stored for the given oauth_id."""
+
+
+class Forbidden(AddonError):
+    """The caller is known but may not do this (403)."""
+
+
+class NotFound(AddonError):
+    """The thing asked for does not exist (404)."""
+
+
+class UpstreamError(AddonError):
+    """HipChat, or a URL it gave us, failed (502)."""
+
+
+class HipChatAPIError(UpstreamError):
+    """A HipChat REST call answered an error status.
+
+    Carries ``status_code``, ``method``, ``url`` and HipChat's own error message, never the token.
+    """
+
+    def __init__(self, status_code: int, method: str, url: str, message: str) -> None:
+        self.status_code = status_code
+        self.method = method
+        self.url = url
+        self.message = message
+        super().__init__(f"HipChat answered {status_code} to {method} {url}: {message}")
+
+
+class TokenError(UpstreamError):
+    """The token endpoint refused a request or could not be reached."""
+
+
+class ClientGone(TokenError):
+    """The token endpoint answered 401: the installation's OAuth client no longer exists."""
+
+
+class ApprovalRequired(TokenError):
+    """A user has no usable token: they must approve the add-on (again).
+
+    ``approval_url`` is where to send them, when it is known.
+    """
+
+    def __init__(self, message: str, approval_url: str | None = None) -> None:
+        self.approval_url = approval_url
+        super().__init__(message)
+
+
+class StoreUnavailable(AddonError):
+    """The store (Redis or SQLite) cannot be reached (503)."""

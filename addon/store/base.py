@@ -1,0 +1,104 @@
+"""The store interface every backend implements, and the lock built on it.
+
+Values are strings (JSON, written by the layers above). Every method raises ``StoreUnavailable``
+when the backend cannot be reached, and nothing else for operational failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+__all__ = ["Store", "lock"]
+
+
+class Store(Protocol):
+    """Key/value storage with TTLs, sets and atomic one-shot operations.
+
+    ``ttl`` is in seconds (float); ``None`` keeps the key until it is deleted.
+    """
+
+    url: str
+
+    async def get(self, key: str) -> str | None:
+        """The value at ``key``, or None when it is missing or expired."""
+        ...
+
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        """The values at ``keys``, in order, None where missing."""
+        ...
+
+    async def put(self, key: str, value: str, *, ttl: float | None = None) -> None:
+        """Store ``value`` at ``key``, replacing what was there."""
+        ...
+
+    async def put_if_absent(self, key: str, value: str, *, ttl: float | None = None) -> bool:
+        """Store ``value`` only when ``key`` holds nothing; True when it was stored."""
+        ...
+
+    async def take(self, key: str) -> str | None:
+        """Atomically read and delete ``key`` (single-use values)."""
+        ...
+
+    async def delete(self, *keys: str) -> int:
+        """Delete ``keys``; return how many existed."""
+        ...
+
+    async def delete_if_equal(self, key: str, value: str) -> bool:
+        """Delete ``key`` only when it holds ``value`` (lock release)."""
+        ...
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds left before ``key`` expires; None when it has no TTL or does not exist."""
+        ...
+
+    async def add_member(self, key: str, member: str) -> None:
+        """Add ``member`` to the set at ``key``."""
+        ...
+
+    async def remove_member(self, key: str, member: str) -> None:
+        """Remove ``member`` from the set at ``key``."""
+        ...
+
+    async def members(self, key: str) -> set[str]:
+        """Every member of the set at ``key``."""
+        ...
+
+    async def scan(self, prefix: str) -> list[str]:
+        """Every key (plain or set) that starts with ``prefix``, literally (no glob)."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the backend answers; raise ``StoreUnavailable`` when it does not."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. The store is not used afterwards."""
+        ...
+
+
+@asynccontextmanager
+async def lock(
+    store: Store, key: str, *, ttl: float = 10.0, wait: float = 15.0, poll: float = 0.02
+) -> AsyncIterator[bool]:
+    """Hold a lock at ``key`` across processes sharing ``store``.
+
+    Yields True when the lock was acquired, False when ``wait`` ran out first (the caller then
+    re-checks whatever the lock protects, and may proceed without it). The lock expires after
+    ``ttl`` seconds, so a crashed holder cannot block the others for longer than that.
+    """
+    owner = secrets.token_hex(16)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    acquired = await store.put_if_absent(key, owner, ttl=ttl)
+    while not acquired and loop.time() < deadline:
+        await asyncio.sleep(poll)
+        acquired = await store.put_if_absent(key, owner, ttl=ttl)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            await store.delete_if_equal(key, owner)

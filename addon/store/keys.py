@@ -1,0 +1,66 @@
+"""Every store key the add-on uses is built here, namespaced by the add-on key."""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["Keys"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    """Builds the keys of one add-on (``prefix`` is the add-on key)."""
+
+    prefix: str
+
+    def installation(self, oauth_id: str) -> str:
+        return f"{self.prefix}:installation:{oauth_id}"
+
+    def installations(self) -> str:
+        return f"{self.prefix}:installations"
+
+    def token(self, oauth_id: str, scopes: tuple[str, ...]) -> str:
+        return f"{self.prefix}:token:{oauth_id}:{' '.join(sorted(scopes))}"
+
+    def token_lock(self, oauth_id: str, scopes: tuple[str, ...]) -> str:
+        return f"{self.prefix}:lock:{oauth_id}:token:{' '.join(sorted(scopes))}"
+
+    def user_token(self, oauth_id: str, user_id: str) -> str:
+        return f"{self.prefix}:user-token:{oauth_id}:{user_id}"
+
+    def user_token_lock(self, oauth_id: str, user_id: str) -> str:
+        return f"{self.prefix}:lock:{oauth_id}:user-token:{user_id}"
+
+    def oauth_state(self, state: str) -> str:
+        # A state value starts with "<oauth_id>." so that uninstall finds it by prefix.
+        return f"{self.prefix}:oauth-state:{state}"
+
+    def client_gone(self, oauth_id: str) -> str:
+        return f"{self.prefix}:client-gone:{oauth_id}"
+
+    def seen_message(self, oauth_id: str, message_id: str) -> str:
+        return f"{self.prefix}:seen:{oauth_id}:{message_id}"
+
+    def storage(self, owner: str, integration: str) -> str:
+        """``owner`` is an oauth_id, or ``"global"`` for storage shared by every installation."""
+        return f"{self.prefix}:storage:{owner}:{integration}"
+
+    def storage_prefix(self) -> str:
+        return f"{self.prefix}:storage:"
+
+    def of_installation(self, oauth_id: str) -> tuple[list[str], list[str]]:
+        """The exact keys and the key prefixes that hold everything of one installation.
+
+        Every prefix ends in a separator, so installation ``abc`` never matches ``abcd``'s keys.
+        """
+        p = self.prefix
+        exact = [f"{p}:installation:{oauth_id}", f"{p}:client-gone:{oauth_id}"]
+        prefixes = [
+            f"{p}:token:{oauth_id}:",
+            f"{p}:lock:{oauth_id}:",
+            f"{p}:user-token:{oauth_id}:",
+            f"{p}:oauth-state:{oauth_id}.",
+            f"{p}:seen:{oauth_id}:",
+            f"{p}:storage:{oauth_id}:",
+        ]
+        return exact, prefixes
