@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from addon.errors import ConfigError
 
-__all__ = ["Secret", "Settings"]
+__all__ = ["Secret", "Settings", "settings_from_process"]
 
 DEFAULT_HIPCHAT_HOSTS = ("api.hipchat.com", "www.hipchat.com")
 _T = TypeVar("_T")
@@ -193,3 +193,10 @@ def _token_list(value: str) -> tuple[str, ...]:
                 "fix the entry (the value is not shown because it holds a token)"
             )
     return entries
+
+
+def settings_from_process() -> Settings:
+    """``Settings.from_environ`` over this process's environment (the CLI and uvicorn workers)."""
+    import os
+
+    return Settings.from_environ(os.environ)

@@ -1,0 +1,151 @@
+"""``create_app``: the Starlette application and the resources it owns.
+
+Resources (store, HTTP client, services) are built eagerly and cheaply (nothing connects until
+first use), so tests can drive the app over ``httpx.ASGITransport``, which runs no lifespan. The
+lifespan only closes them again when the server stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+
+from addon.descriptor import (
+    Capabilities,
+    WebhookSpec,
+    build_descriptor,
+    load_capabilities,
+    validate_descriptor,
+)
+from addon.hosts import HostPolicy
+from addon.installations import InstallationRepository
+from addon.lifecycle import Lifecycle
+from addon.routes import exception_handlers, routes
+from addon.seal import Sealer
+from addon.settings import Settings, settings_from_process
+from addon.store import Keys, Store, open_store
+from addon.tokens import TokenService
+
+__all__ = ["Addon", "create_app", "create_app_from_environ"]
+
+log = logging.getLogger("addon")
+
+
+@dataclasses.dataclass
+class Addon:
+    """Everything a running add-on holds; routes reach it as ``request.app.state.addon``."""
+
+    settings: Settings
+    capabilities: Capabilities
+    descriptor: dict[str, Any]
+    store: Store
+    keys: Keys
+    sealer: Sealer
+    http: httpx.AsyncClient
+    hosts: HostPolicy
+    installations: InstallationRepository
+    tokens: TokenService
+    lifecycle: Lifecycle
+    now: Callable[[], float]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and the store."""
+        await self.http.aclose()
+        await self.store.close()
+
+
+def build_addon(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    capabilities: Capabilities | None = None,
+    now: Callable[[], float] = time.time,
+) -> Addon:
+    """Build the add-on's resources from ``settings``; ``store``/``transport``/``now`` are seams."""
+    capabilities = capabilities or load_capabilities(settings.capabilities_path)
+    webhooks: list[WebhookSpec] = []
+    descriptor = build_descriptor(settings, capabilities, webhooks)
+    validate_descriptor(descriptor)
+    scopes = tuple(descriptor["capabilities"]["hipchatApiConsumer"]["scopes"])
+    store = store or open_store(settings.store_url)
+    keys = Keys(capabilities.key)
+    sealer = Sealer(settings.secret_key)
+    http = httpx.AsyncClient(
+        transport=transport,
+        timeout=httpx.Timeout(settings.http_timeout),
+        follow_redirects=False,
+        headers={"User-Agent": "hipchat-addon"},
+    )
+    hosts = HostPolicy(settings.hipchat_hosts)
+    installations = InstallationRepository(store, keys, sealer)
+    tokens = TokenService(store, keys, sealer, http, now=now)
+    lifecycle = Lifecycle(
+        repository=installations,
+        tokens=tokens,
+        http=http,
+        hosts=hosts,
+        capabilities=capabilities,
+        scopes=scopes,
+        max_document_bytes=settings.max_document_bytes,
+        timeout=settings.http_timeout,
+        now=now,
+    )
+    return Addon(
+        settings=settings,
+        capabilities=capabilities,
+        descriptor=descriptor,
+        store=store,
+        keys=keys,
+        sealer=sealer,
+        http=http,
+        hosts=hosts,
+        installations=installations,
+        tokens=tokens,
+        lifecycle=lifecycle,
+        now=now,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    capabilities: Capabilities | None = None,
+    now: Callable[[], float] = time.time,
+) -> Starlette:
+    """The add-on as an ASGI app.
+
+    ```python
+    app = create_app(Settings.from_environ(os.environ))
+    ```
+    """
+    addon = build_addon(
+        settings, store=store, transport=transport, capabilities=capabilities, now=now
+    )
+    if settings.any_host_allowed:
+        log.warning("ADDON_HIPCHAT_HOSTS is '*': any public host is accepted (development only)")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await addon.aclose()
+
+    app = Starlette(routes=routes(), exception_handlers=exception_handlers(), lifespan=lifespan)
+    app.state.addon = addon
+    return app
+
+
+def create_app_from_environ() -> Starlette:
+    """The app configured from this process's environment (uvicorn's ``--factory`` entry point)."""
+    return create_app(settings_from_process())
