@@ -61,6 +61,17 @@ class Addon:
         await self.store.close()
 
 
+def build_addon_descriptor(
+    settings: Settings, capabilities: Capabilities | None = None
+) -> dict[str, Any]:
+    """The validated descriptor for ``settings`` (raises ``ConfigError`` when it is broken)."""
+    capabilities = capabilities or load_capabilities(settings.capabilities_path)
+    webhooks: list[WebhookSpec] = []
+    descriptor = build_descriptor(settings, capabilities, webhooks)
+    validate_descriptor(descriptor)
+    return descriptor
+
+
 def build_addon(
     settings: Settings,
     *,
@@ -71,9 +82,7 @@ def build_addon(
 ) -> Addon:
     """Build the add-on's resources from ``settings``; ``store``/``transport``/``now`` are seams."""
     capabilities = capabilities or load_capabilities(settings.capabilities_path)
-    webhooks: list[WebhookSpec] = []
-    descriptor = build_descriptor(settings, capabilities, webhooks)
-    validate_descriptor(descriptor)
+    descriptor = build_addon_descriptor(settings, capabilities)
     scopes = tuple(descriptor["capabilities"]["hipchatApiConsumer"]["scopes"])
     store = store or open_store(settings.store_url)
     keys = Keys(capabilities.key)

@@ -205,9 +205,7 @@ def validate_descriptor(descriptor: Mapping[str, Any]) -> None:
             try:
                 re.compile(hook["pattern"])
             except re.error as exc:
-                raise ConfigError(
-                    f"webhook pattern {hook['pattern']!r} does not compile: {exc}"
-                ) from exc
+                _check(False, f"webhook pattern {hook['pattern']!r} does not compile ({exc})")
     for kind in UI_EXTENSIONS:
         _validate_extensions(kind, capabilities.get(kind, []))
 

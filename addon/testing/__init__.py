@@ -1,0 +1,17 @@
+"""The public test kit: a fake HipChat that installs the add-on and talks to it for real.
+
+```python
+from addon.testing import FakeHipChat
+
+hipchat = FakeHipChat()
+app = create_app(settings, transport=hipchat.transport())
+async with hipchat.connect(app, settings.base_url) as addon:
+    installed = await hipchat.install(addon, room_id=1)
+```
+"""
+
+from __future__ import annotations
+
+from addon.testing.fake import Call, FakeHipChat, FakeHipChatError, Installed, OAuthClient
+
+__all__ = ["Call", "FakeHipChat", "FakeHipChatError", "Installed", "OAuthClient"]

@@ -110,6 +110,8 @@ class FakeHipChat:
         self.tokens: dict[str, IssuedToken] = {}
         self.calls: list[Call] = []
         self.capabilities_document: dict[str, Any] = self._capabilities_document()
+        self.capabilities_raw: bytes | None = None
+        self.capabilities_delay = 0.0
         self.token_failures: list[int] = []
         self.token_delay = 0.0
         self._installables: dict[str, dict[str, Any]] = {}
@@ -193,6 +195,10 @@ class FakeHipChat:
 
     async def _capabilities(self, request: Request) -> Response:
         await self._record(request)
+        if self.capabilities_delay:
+            await asyncio.sleep(self.capabilities_delay)
+        if self.capabilities_raw is not None:
+            return Response(self.capabilities_raw, media_type="application/json")
         return JSONResponse(self.capabilities_document)
 
     async def _installable(self, request: Request) -> Response:
@@ -276,14 +282,12 @@ class FakeHipChat:
         Raises ``FakeHipChatError`` when the add-on refuses; HipChat then deletes the client.
         """
         descriptor = await self.descriptor(addon)
-        client = OAuthClient(
-            oauth_id=oauth_id or str(uuid.uuid4()),
-            oauth_secret=secrets.token_urlsafe(30),
-            group_id=group_id,
+        client = self.new_client(
             room_id=room_id,
+            group_id=group_id,
+            oauth_id=oauth_id,
             scopes=tuple(descriptor["capabilities"]["hipchatApiConsumer"]["scopes"]),
         )
-        self.clients[client.oauth_id] = client
         installable = descriptor["capabilities"]["installable"]
         if "callbackUrl" in installable:
             response = await addon.post(installable["callbackUrl"], json=self.payload(client))
@@ -312,6 +316,25 @@ class FakeHipChat:
         if "callbackUrl" in installable:
             return await addon.delete(f"{installable['callbackUrl']}/{client.oauth_id}")
         return await self._client_side(addon, installable["uninstalledUrl"], client)
+
+    def new_client(
+        self,
+        *,
+        room_id: int | None = None,
+        group_id: int = 1,
+        oauth_id: str | None = None,
+        scopes: tuple[str, ...] = ("send_notification",),
+    ) -> OAuthClient:
+        """Create an OAuth client, as HipChat does when someone approves an install."""
+        client = OAuthClient(
+            oauth_id=oauth_id or str(uuid.uuid4()),
+            oauth_secret=secrets.token_urlsafe(30),
+            group_id=group_id,
+            room_id=room_id,
+            scopes=scopes,
+        )
+        self.clients[client.oauth_id] = client
+        return client
 
     def payload(self, client: OAuthClient) -> dict[str, Any]:
         """The install callback body HipChat sends for ``client``."""

@@ -1,0 +1,103 @@
+"""The ``hipchat-addon`` command line.
+
+``serve`` runs the add-on under uvicorn; ``descriptor`` prints the descriptor; ``check-config``
+validates the settings. The older ``hipchat-integration`` server's flags (``-p``, ``-i``, ``-t``,
+``-l``) are accepted by ``serve`` and by the bare command, so ``hipchat-addon -p 8000`` still works.
+Flags only override the matching ``ADDON_*`` variables; ``Settings`` reads them in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from addon.errors import ConfigError
+from addon.settings import Settings
+
+__all__ = ["main"]
+
+COMMANDS = ("serve", "descriptor", "check-config")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hipchat-addon", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the add-on server")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("-p", "--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("-i", "--integrations", help="integrations folder (ADDON_INTEGRATIONS_PATH)")
+    serve.add_argument(
+        "-t",
+        "--tokens",
+        nargs="+",
+        metavar="TOKEN",
+        help="static tokens NAME:TOKEN or ROOM_ID:INTEGRATION:TOKEN (ADDON_TOKENS)",
+    )
+    serve.add_argument("-l", "--logfile", help="write logs to this file instead of stderr")
+    sub.add_parser("descriptor", help="print the capability descriptor as JSON")
+    sub.add_parser("check-config", help="validate the settings and the descriptor")
+    return parser
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ)
+    if getattr(args, "integrations", None):
+        env["ADDON_INTEGRATIONS_PATH"] = args.integrations
+    if getattr(args, "tokens", None):
+        env["ADDON_TOKENS"] = ",".join(args.tokens)
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hipchat-addon`` and ``python -m addon``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "serve")  # the older server had no sub-commands: `-p 8000 -i dir`
+    args = _parser().parse_args(argv)
+    env = _environment(args)
+    try:
+        settings = Settings.from_environ(env)
+        if args.command == "serve":
+            return _serve(args, settings, env)
+        return _inspect(args.command, settings)
+    except ConfigError as exc:
+        print(f"hipchat-addon: {exc}", file=sys.stderr)
+        return 2
+
+
+def _inspect(command: str, settings: Settings) -> int:
+    from addon.app import build_addon_descriptor
+
+    descriptor = build_addon_descriptor(settings)
+    if command == "descriptor":
+        print(json.dumps(descriptor, indent=2, sort_keys=True))
+    else:
+        print(f"configuration OK: {descriptor['key']} at {settings.base_url}")
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) -> int:
+    import uvicorn
+
+    from addon.app import build_addon_descriptor
+    from addon.logs import configure_logging
+
+    build_addon_descriptor(settings)  # fail before binding when the descriptor is broken
+    configure_logging(settings.log_level, logfile=args.logfile)
+    # Workers are separate processes that read the environment themselves: hand them our flags.
+    os.environ.update({k: v for k, v in env.items() if k.startswith("ADDON_")})
+    uvicorn.run(
+        "addon.app:create_app_from_environ",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout) + 1,
+    )
+    return 0

@@ -1,0 +1,48 @@
+"""Plain helpers the tests share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from addon.app import create_app
+from addon.descriptor import Capabilities
+from addon.settings import Settings
+from addon.store import Store
+from addon.testing import FakeHipChat
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def settings_for(store_url: str = "sqlite:///unused.db", **env: str) -> Settings:
+    """Settings for an add-on at http://addon.test that trusts the fake at hipchat.test."""
+    base = {
+        "ADDON_BASE_URL": "http://addon.test",
+        "ADDON_STORE_URL": store_url,
+        "ADDON_HIPCHAT_HOSTS": "hipchat.test",
+        "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
+        "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations"),
+        "ADDON_HTTP_TIMEOUT": "2",
+    }
+    return Settings.from_environ({**base, **env})
+
+
+def make_app(
+    settings: Settings,
+    store: Store,
+    hipchat: FakeHipChat,
+    *,
+    capabilities: Capabilities | None = None,
+) -> Starlette:
+    """The add-on wired to ``store`` and to ``hipchat`` (the caller closes ``addon.http``)."""
+    return create_app(
+        settings, store=store, transport=hipchat.transport(), capabilities=capabilities
+    )
+
+
+async def store_snapshot(store: Store) -> dict[str, str | None]:
+    """Every key in ``store`` with its value (sets show as None)."""
+    keys = sorted(await store.scan(""))
+    values = await store.get_many(keys) if keys else []
+    return dict(zip(keys, values, strict=True))

@@ -1,0 +1,193 @@
+"""Hostile and broken installs: each gets a 4xx with a JSON error body, and nothing is stored."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from addon.settings import Settings
+from addon.store import Store
+from addon.testing import FakeHipChat
+from tests.helpers import make_app, store_snapshot
+
+pytestmark = pytest.mark.anyio
+
+Payload = Callable[[FakeHipChat], Any]
+
+
+def good(hipchat: FakeHipChat, **changes: Any) -> dict[str, Any]:
+    body = hipchat.payload(hipchat.new_client(room_id=1))
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+def at(url: str) -> Payload:
+    return lambda h: good(h, capabilitiesUrl=url)
+
+
+def wrong_secret(hipchat: FakeHipChat) -> dict[str, Any]:
+    return good(hipchat, oauthSecret="not-the-secret-hipchat-issued")
+
+
+BAD_PAYLOADS: list[tuple[str, Payload]] = [
+    ("array", lambda h: [good(h)]),
+    ("string", lambda h: "install me"),
+    ("missing-oauthId", lambda h: good(h, oauthId=...)),
+    ("missing-oauthSecret", lambda h: good(h, oauthSecret=...)),
+    ("missing-capabilitiesUrl", lambda h: good(h, capabilitiesUrl=...)),
+    ("oauthId-number", lambda h: good(h, oauthId=123)),
+    ("oauthId-glob", lambda h: good(h, oauthId="abc*")),
+    ("oauthId-path", lambda h: good(h, oauthId="../../etc")),
+    ("secret-list", lambda h: good(h, oauthSecret=["x"])),
+    ("roomId-text", lambda h: good(h, roomId="lobby")),
+    ("roomId-bool", lambda h: good(h, roomId=True)),
+    ("roomId-negative", lambda h: good(h, roomId=-1)),
+    ("groupId-float", lambda h: good(h, groupId=1.5)),
+    ("host-off-list", at("https://evil.example/v2/capabilities")),
+    ("metadata-ip", at("http://169.254.169.254/latest/meta-data/")),
+    ("loopback", at("http://127.0.0.1:6379/")),
+    ("private", at("http://10.0.0.1/v2/capabilities")),
+    ("userinfo", at("http://user:pw@hipchat.test/v2/capabilities")),
+    ("scheme-file", at("file:///etc/passwd")),
+    ("scheme-gopher", at("gopher://hipchat.test/")),
+    ("not-a-url", at("::::")),
+    ("self-mismatch", at("http://hipchat.test/v2/capabilities?x=1")),
+    ("token-401", wrong_secret),
+]
+
+
+@pytest.mark.parametrize(
+    "make_body", [b for _, b in BAD_PAYLOADS], ids=[i for i, _ in BAD_PAYLOADS]
+)
+async def test_bad_install_payloads_are_refused_and_store_nothing(
+    addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store, make_body: Payload
+) -> None:
+    response = await addon.post("/installable", json=make_body(hipchat))
+
+    assert 400 <= response.status_code < 500
+    error = response.json()["error"]
+    assert error["status"] == response.status_code and error["message"]
+    assert await store_snapshot(store) == {}
+
+
+async def test_malformed_json_is_refused(addon: httpx.AsyncClient, store: Store) -> None:
+    response = await addon.post(
+        "/installable", content=b'{"oauthId": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "The request body is not valid JSON"
+    assert await store_snapshot(store) == {}
+
+
+async def test_an_oversized_body_is_refused(addon: httpx.AsyncClient, store: Store) -> None:
+    response = await addon.post("/installable", content=b"[" + b"1," * 600_000 + b"1]")
+    assert response.status_code == 400
+    assert await store_snapshot(store) == {}
+
+
+def broken_document(kind: str, hipchat: FakeHipChat) -> None:
+    if kind == "not-json":
+        hipchat.capabilities_raw = b"<html>Welcome to HipChat</html>"
+    elif kind == "too-large":
+        hipchat.capabilities_raw = b'{"pad": "' + b"x" * 300_000 + b'"}'
+    elif kind == "slow":
+        hipchat.capabilities_delay = 5.0
+    elif kind == "token-url-off-list":
+        provider = hipchat.capabilities_document["capabilities"]["oauth2Provider"]
+        provider["tokenUrl"] = "http://10.0.0.1/v2/oauth/token"
+    elif kind == "api-url-missing":
+        del hipchat.capabilities_document["capabilities"]["hipchatApiProvider"]
+    elif kind == "self-missing":
+        del hipchat.capabilities_document["links"]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["not-json", "too-large", "slow", "token-url-off-list", "api-url-missing", "self-missing"],
+)
+async def test_broken_capabilities_documents_are_refused(
+    store: Store, hipchat: FakeHipChat, settings: Settings, kind: str
+) -> None:
+    app = make_app(dataclasses.replace(settings, http_timeout=0.3), store, hipchat)
+    broken_document(kind, hipchat)
+    async with hipchat.connect(app, settings.base_url) as addon:
+        response = await addon.post("/installable", json=good(hipchat))
+    await app.state.addon.http.aclose()
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] in ("InstallRefused", "HostNotAllowed")
+    assert await store_snapshot(store) == {}
+    assert hipchat.token_requests() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/caps",
+        "http://[::1]/caps",
+        "http://2130706433/",
+        "http://localhost/x",
+        "http://169.254.169.254/",
+    ],
+)
+async def test_star_allow_list_still_refuses_internal_addresses(
+    store: Store, hipchat: FakeHipChat, settings: Settings, url: str
+) -> None:
+    app = make_app(dataclasses.replace(settings, hipchat_hosts=("*",)), store, hipchat)
+    async with hipchat.connect(app, settings.base_url) as addon:
+        response = await addon.post("/installable", json=good(hipchat, capabilitiesUrl=url))
+    await app.state.addon.http.aclose()
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "HostNotAllowed"
+
+
+CLIENT_SIDE_QUERIES = {
+    "redirect-off-list": {"redirect_url": "https://evil.example/phish"},
+    "redirect-missing": {"redirect_url": None},
+    "redirect-javascript": {"redirect_url": "javascript:alert(1)"},
+    "installable-off-list": {"installable_url": "https://evil.example/data"},
+    "installable-internal": {"installable_url": "http://169.254.169.254/latest"},
+    "installable-missing": {"installable_url": None},
+}
+
+
+@pytest.mark.parametrize("path", ["/installable/installed", "/installable/uninstalled"])
+@pytest.mark.parametrize("case", list(CLIENT_SIDE_QUERIES))
+async def test_client_side_urls_off_the_allow_list_are_refused_before_any_fetch(
+    addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store, path: str, case: str
+) -> None:
+    client = hipchat.new_client(room_id=1)
+    query = {
+        "installable_url": hipchat.installable_url(client),
+        "redirect_url": f"{hipchat.base_url}/addons/done",
+    }
+    query.update(CLIENT_SIDE_QUERIES[case])  # type: ignore[arg-type]
+    response = await addon.get(path, params={k: v for k, v in query.items() if v is not None})
+
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert response.json()["error"]["type"] == "HostNotAllowed"
+    assert hipchat.calls == []
+    assert await store_snapshot(store) == {}
+
+
+async def test_a_used_installable_url_cannot_install_again(
+    addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store
+) -> None:
+    client = hipchat.new_client(room_id=1)
+    query = {
+        "installable_url": hipchat.installable_url(client),
+        "redirect_url": f"{hipchat.base_url}/addons/done",
+    }
+    assert (await addon.get("/installable/installed", params=query)).status_code == 302
+    hipchat.revoke(client.oauth_id)
+    await addon.delete(f"/installable/{client.oauth_id}")
+
+    replay = await addon.get("/installable/installed", params=query)
+
+    assert replay.status_code == 400
+    assert await store_snapshot(store) == {}

@@ -1,0 +1,81 @@
+"""Settings: read once, validated, secrets masked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from addon.errors import ConfigError
+from addon.settings import Secret, Settings
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = Settings.from_environ({})
+    assert settings.base_url == "http://localhost:8000"
+    assert settings.store_url == "sqlite:///addon.db"
+    assert settings.hipchat_hosts == ("api.hipchat.com", "www.hipchat.com")
+    assert settings.integrations_path == Path("integrations")
+    assert settings.admin_token is None and settings.secret_key is None
+    assert settings.install_flow == "server"
+
+
+def test_values_are_read_and_normalised() -> None:
+    settings = Settings.from_environ(
+        {
+            "ADDON_BASE_URL": "https://addon.example.com/",
+            "ADDON_STORE_URL": "redis://redis:6379/0",
+            "ADDON_HIPCHAT_HOSTS": " HipChat.Example.com:8443 , api.hipchat.com",
+            "ADDON_ADMIN_TOKEN": "a" * 32,
+            "ADDON_TOKENS": "weather:abc, 12:ping:def",
+            "ADDON_JWT_LEEWAY": "30",
+            "ADDON_INSTALL_FLOW": "CLIENT",
+        }
+    )
+    assert settings.base_url == "https://addon.example.com"
+    assert settings.url_for("/x") == "https://addon.example.com/x"
+    assert settings.hipchat_hosts == ("hipchat.example.com:8443", "api.hipchat.com")
+    assert settings.static_tokens == ("weather:abc", "12:ping:def")
+    assert settings.jwt_leeway == 30.0
+    assert settings.install_flow == "client"
+    assert settings.admin_token == Secret("a" * 32)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ADDON_BASE_URL", "ftp://addon"),
+        ("ADDON_BASE_URL", "not a url"),
+        ("ADDON_STORE_URL", "postgres://db"),
+        ("ADDON_STORE_URL", "sqlite:///"),
+        ("ADDON_HIPCHAT_HOSTS", " , "),
+        ("ADDON_HIPCHAT_HOSTS", "https://api.hipchat.com/v2"),
+        ("ADDON_ADMIN_TOKEN", "short"),
+        ("ADDON_SECRET_KEY", "short"),
+        ("ADDON_JWT_LEEWAY", "soon"),
+        ("ADDON_JWT_LEEWAY", "-1"),
+        ("ADDON_JWT_LEEWAY", "nan"),
+        ("ADDON_COMMAND_TIMEOUT", "0"),
+        ("ADDON_MAX_DOCUMENT_BYTES", "1.5"),
+        ("ADDON_INSTALL_FLOW", "both"),
+        ("ADDON_LOG_LEVEL", "LOUD"),
+        ("ADDON_TOKENS", "no-colon-here"),
+    ],
+)
+def test_a_bad_value_names_the_setting(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_environ({name: value})
+    assert name in str(error.value)
+
+
+def test_a_bad_token_entry_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_environ({"ADDON_TOKENS": "supersecrettokenvalue"})
+    assert "supersecrettokenvalue" not in str(error.value)
+
+
+def test_secrets_are_masked() -> None:
+    settings = Settings.from_environ({"ADDON_SECRET_KEY": "k" * 20, "ADDON_ADMIN_TOKEN": "t" * 20})
+    assert "k" * 20 not in repr(settings)
+    assert "t" * 20 not in repr(settings)
+    assert str(Secret("hidden-value")) == "**********"
