@@ -145,7 +145,7 @@ async def test_star_allow_list_still_refuses_internal_addresses(
     assert response.json()["error"]["type"] == "HostNotAllowed"
 
 
-CLIENT_SIDE_QUERIES = {
+CLIENT_SIDE_QUERIES: dict[str, dict[str, str | None]] = {
     "redirect-off-list": {"redirect_url": "https://evil.example/phish"},
     "redirect-missing": {"redirect_url": None},
     "redirect-javascript": {"redirect_url": "javascript:alert(1)"},
@@ -161,11 +161,11 @@ async def test_client_side_urls_off_the_allow_list_are_refused_before_any_fetch(
     addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store, path: str, case: str
 ) -> None:
     client = hipchat.new_client(room_id=1)
-    query = {
+    query: dict[str, str | None] = {
         "installable_url": hipchat.installable_url(client),
         "redirect_url": f"{hipchat.base_url}/addons/done",
     }
-    query.update(CLIENT_SIDE_QUERIES[case])  # type: ignore[arg-type]
+    query.update(CLIENT_SIDE_QUERIES[case])
     response = await addon.get(path, params={k: v for k, v in query.items() if v is not None})
 
     assert response.status_code == 400

@@ -293,7 +293,7 @@ class FakeHipChat:
             response = await addon.post(installable["callbackUrl"], json=self.payload(client))
         else:
             response = await self._client_side(addon, installable["installedUrl"], client)
-        if not response.is_success:
+        if not (response.is_success or self._redirected_back(response)):
             del self.clients[client.oauth_id]
             raise FakeHipChatError(f"install answered {response.status_code}", response)
         return Installed(client.oauth_id, client.oauth_secret, group_id, room_id, response)
@@ -353,6 +353,11 @@ class FakeHipChat:
         token = secrets.token_urlsafe(16)
         self._installables[token] = self.payload(client)
         return f"{self.base_url}/v2/addon/installable/{token}"
+
+    def _redirected_back(self, response: httpx.Response) -> bool:
+        # A client-side flow succeeds when the add-on sends the browser on to redirect_url.
+        location = response.headers.get("location", "")
+        return response.status_code in (302, 303) and location == f"{self.base_url}/addons/done"
 
     async def _client_side(
         self, addon: httpx.AsyncClient, url: str, client: OAuthClient

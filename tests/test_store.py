@@ -1,0 +1,415 @@
+"""The store contract, run against Redis and SQLite alike, then what is particular to each."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from addon.errors import ConfigError, StoreUnavailable
+from addon.store import Store, lock, open_store
+from addon.store.redis import RedisStore
+from addon.store.sqlite import SQLiteStore
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+AdvanceTime = Callable[[float], Awaitable[None]]
+Reopen = Callable[[], Store]
+
+SHORT_TTL = 0.3  # a real TTL for Redis: long enough to read the key back, short to wait out
+
+
+@pytest.fixture
+def advance_time(store: Store, clock: FakeClock) -> AdvanceTime:
+    """Let ``seconds`` pass for ``store``: move SQLite's fake clock, or really wait for Redis."""
+
+    async def advance(seconds: float) -> None:
+        if isinstance(store, SQLiteStore):
+            clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+    return advance
+
+
+@pytest.fixture
+async def reopen(
+    store: Store, clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Reopen]:
+    """Open another store on the same data as ``store`` (same Redis namespace, same file)."""
+    opened: list[Store] = []
+
+    def open_again() -> Store:
+        again: Store
+        if isinstance(store, RedisStore):
+            again = RedisStore(request.getfixturevalue("redis_url"), namespace=store.namespace)
+        else:
+            assert isinstance(store, SQLiteStore)
+            again = SQLiteStore(store.url, namespace=store.namespace, now=clock)
+        opened.append(again)
+        return again
+
+    yield open_again
+    for again in opened:
+        await again.close()
+
+
+# -- the contract -------------------------------------------------------------------------------
+
+
+async def test_get_returns_what_put_stored(store: Store) -> None:
+    assert await store.get("greeting") is None
+    await store.put("greeting", "hello")
+    assert await store.get("greeting") == "hello"
+    await store.put("greeting", "bonjour")
+    assert await store.get("greeting") == "bonjour"
+
+
+async def test_put_rejects_a_ttl_that_is_not_positive(store: Store) -> None:
+    for ttl in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="ttl must be a positive number"):
+            await store.put("key", "value", ttl=ttl)
+    assert await store.get("key") is None
+
+
+async def test_a_key_expires_after_its_ttl(store: Store, advance_time: AdvanceTime) -> None:
+    await store.put("code", "1234", ttl=SHORT_TTL)
+    await store.put("kept", "yes")
+    assert await store.get("code") == "1234"
+    await advance_time(SHORT_TTL + 0.05)
+    assert await store.get("code") is None
+    assert await store.get_many(["code", "kept"]) == [None, "yes"]
+    assert await store.ttl("code") is None
+    assert await store.take("code") is None
+    assert await store.delete_if_equal("code", "1234") is False
+    assert await store.scan("") == ["kept"]
+    assert await store.delete("code") == 0
+    assert await store.put_if_absent("code", "5678") is True
+
+
+async def test_put_if_absent_stores_only_once(store: Store) -> None:
+    assert await store.put_if_absent("state", "first", ttl=60) is True
+    assert await store.put_if_absent("state", "second", ttl=60) is False
+    assert await store.get("state") == "first"
+
+
+async def test_take_is_single_use_under_concurrency(store: Store) -> None:
+    await store.put("oauth-state", "pending")
+    taken = await asyncio.gather(*(store.take("oauth-state") for _ in range(50)))
+    assert taken.count("pending") == 1
+    assert taken.count(None) == 49
+    assert await store.get("oauth-state") is None
+    assert await store.take("missing") is None
+
+
+async def test_delete_counts_the_keys_that_existed(store: Store) -> None:
+    await store.put("a", "1")
+    await store.put("b", "2")
+    await store.add_member("s", "x")
+    assert await store.delete() == 0
+    assert await store.delete("a", "a", "b", "s", "missing") == 3
+    assert await store.get_many(["a", "b"]) == [None, None]
+    assert await store.members("s") == set()
+
+
+async def test_delete_if_equal_deletes_only_the_expected_value(store: Store) -> None:
+    await store.put("lock", "mine")
+    assert await store.delete_if_equal("lock", "theirs") is False
+    assert await store.get("lock") == "mine"
+    assert await store.delete_if_equal("lock", "mine") is True
+    assert await store.get("lock") is None
+    assert await store.delete_if_equal("lock", "mine") is False
+
+
+async def test_sets_add_and_remove_members(store: Store) -> None:
+    assert await store.members("installations") == set()
+    await store.add_member("installations", "a")
+    await store.add_member("installations", "b")
+    await store.add_member("installations", "a")
+    assert await store.members("installations") == {"a", "b"}
+    await store.remove_member("installations", "a")
+    await store.remove_member("installations", "missing")
+    assert await store.members("installations") == {"b"}
+    await store.remove_member("installations", "b")
+    assert await store.members("installations") == set()
+    assert await store.scan("installations") == []
+
+
+async def test_scan_treats_the_prefix_literally(store: Store) -> None:
+    keys = ["abc:1", "abc:2", "abcd", "ab", "a*c:1", "a?c:1", "a[b]c:1", "a\\c:1", "é:1"]
+    for key in keys:
+        await store.put(key, "v")
+    await store.add_member("abc:set", "m")
+    assert await store.scan("abc:") == ["abc:1", "abc:2", "abc:set"]
+    assert await store.scan("a*c:") == ["a*c:1"]
+    assert await store.scan("a?c:") == ["a?c:1"]
+    assert await store.scan("a[b]c:") == ["a[b]c:1"]
+    assert await store.scan("a\\c:") == ["a\\c:1"]
+    assert await store.scan("é") == ["é:1"]
+    assert await store.scan("%") == []
+    assert await store.scan("") == sorted([*keys, "abc:set"])
+
+
+async def test_scan_prefix_ending_in_a_code_point_without_a_plain_successor(store: Store) -> None:
+    # SQLite bounds the prefix by bumping its last code point; these two cannot simply be bumped.
+    for key in ["x\U0010ffff:1", "x\ud7ff:1", "x\ue000", "y"]:
+        await store.put(key, "v")
+    assert await store.scan("x\U0010ffff") == ["x\U0010ffff:1"]
+    assert await store.scan("x\ud7ff") == ["x\ud7ff:1"]
+
+
+async def test_ttl_reports_the_seconds_left(store: Store) -> None:
+    assert await store.ttl("missing") is None
+    await store.put("forever", "v")
+    assert await store.ttl("forever") is None
+    await store.put("token", "v", ttl=10)
+    left = await store.ttl("token")
+    assert left is not None
+    assert 9 < left <= 10
+    await store.put("token", "v")
+    assert await store.ttl("token") is None
+
+
+async def test_get_many_keeps_the_order(store: Store) -> None:
+    await store.put("one", "1")
+    await store.put("three", "3")
+    assert await store.get_many([]) == []
+    assert await store.get_many(["three", "two", "one"]) == ["3", None, "1"]
+    keys = [f"k{i}" for i in range(1200)]  # more than one SQL batch
+    assert await store.get_many(keys) == [None] * 1200
+
+
+async def test_lock_gives_mutual_exclusion(store: Store) -> None:
+    async def increment() -> None:
+        async with lock(store, "counter-lock", wait=5, poll=0.001) as acquired:
+            assert acquired
+            value = int(await store.get("counter") or "0")
+            await asyncio.sleep(0)  # let the others run: without the lock, updates get lost
+            await store.put("counter", str(value + 1))
+
+    await asyncio.gather(*(increment() for _ in range(20)))
+    assert await store.get("counter") == "20"
+    assert await store.get("counter-lock") is None
+
+
+async def test_lock_expires_when_its_holder_never_releases(
+    store: Store, advance_time: AdvanceTime
+) -> None:
+    crashed = lock(store, "lock", ttl=SHORT_TTL)
+    assert await crashed.__aenter__() is True
+    await advance_time(SHORT_TTL + 0.05)
+    async with lock(store, "lock", ttl=10, wait=1) as acquired:
+        assert acquired
+        # The first holder wakes up late and releases: the lock it lost must stay held.
+        await crashed.__aexit__(None, None, None)
+        assert await store.get("lock") is not None
+
+
+async def test_lock_yields_false_when_the_wait_runs_out(store: Store) -> None:
+    async with lock(store, "lock", ttl=10) as first:
+        async with lock(store, "lock", ttl=10, wait=0.05, poll=0.01) as second:
+            assert (first, second) == (True, False)
+        assert await store.get("lock") is not None
+
+
+async def test_values_survive_closing_and_reopening(store: Store, reopen: Reopen) -> None:
+    await store.put("installation", "{}")
+    await store.put("token", "t", ttl=60)
+    await store.add_member("installations", "abc")
+    await store.close()
+    await store.close()  # closing twice is harmless
+    again = reopen()
+    assert await again.get("installation") == "{}"
+    assert await again.ttl("token") is not None
+    assert await again.members("installations") == {"abc"}
+
+
+async def test_ping_answers(store: Store) -> None:
+    await store.ping()
+
+
+# -- an unreachable store -----------------------------------------------------------------------
+
+CALLS: list[tuple[str, Callable[[Store], Awaitable[object]]]] = [
+    ("get", lambda s: s.get("k")),
+    ("get_many", lambda s: s.get_many(["k"])),
+    ("put", lambda s: s.put("k", "v", ttl=1)),
+    ("put_if_absent", lambda s: s.put_if_absent("k", "v")),
+    ("take", lambda s: s.take("k")),
+    ("delete", lambda s: s.delete("k")),
+    ("delete_if_equal", lambda s: s.delete_if_equal("k", "v")),
+    ("ttl", lambda s: s.ttl("k")),
+    ("add_member", lambda s: s.add_member("k", "m")),
+    ("remove_member", lambda s: s.remove_member("k", "m")),
+    ("members", lambda s: s.members("k")),
+    ("scan", lambda s: s.scan("k")),
+    ("ping", lambda s: s.ping()),
+]
+
+
+@pytest.fixture(params=["redis", "sqlite-under-a-file", "sqlite-not-a-database"])
+async def unreachable(
+    request: pytest.FixtureRequest, unused_port: int, tmp_path: Path
+) -> AsyncIterator[tuple[Store, str]]:
+    """A store that cannot work, and what its error message must name."""
+    broken: Store
+    if request.param == "redis":
+        broken = RedisStore(f"redis://:hunter2@127.0.0.1:{unused_port}/0")
+        where = f"127.0.0.1:{unused_port}"
+    elif request.param == "sqlite-under-a-file":
+        (tmp_path / "file").write_text("not a directory")
+        where = str(tmp_path / "file" / "sub" / "addon.db")
+        broken = SQLiteStore(f"sqlite:///{where}")
+    else:
+        (tmp_path / "addon.db").write_bytes(b"not a database, " * 100)
+        where = str(tmp_path / "addon.db")
+        broken = SQLiteStore(f"sqlite:///{where}")
+    yield broken, where
+    await broken.close()
+
+
+@pytest.mark.parametrize("call", [pytest.param(call, id=name) for name, call in CALLS])
+async def test_every_method_raises_store_unavailable(
+    unreachable: tuple[Store, str], call: Callable[[Store], Awaitable[object]]
+) -> None:
+    broken, where = unreachable
+    with pytest.raises(StoreUnavailable) as caught:
+        await call(broken)
+    assert where in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+# -- Redis in particular ------------------------------------------------------------------------
+
+
+async def test_redis_url_never_shows_the_password() -> None:
+    store = RedisStore("redis://user:hunter2@localhost:6379/0?password=hunter2&db=1")
+    try:
+        assert store.url == "redis://user:***@localhost:6379/0?password=***&db=1"
+        assert "hunter2" not in repr(store)
+    finally:
+        await store.close()
+
+
+async def test_redis_malformed_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="malformed") as caught:
+        RedisStore("http://:hunter2@localhost/0")
+    assert "hunter2" not in str(caught.value)
+
+
+async def test_redis_namespaces_do_not_see_each_other(redis_url: str) -> None:
+    first, second = (
+        RedisStore(redis_url, namespace="ns-a:"),
+        RedisStore(redis_url, namespace="ns-b:"),
+    )
+    try:
+        await first.put("key", "a")
+        assert await second.get("key") is None
+        assert await second.scan("") == []
+        assert await first.scan("") == ["key"]
+    finally:
+        await first.delete("key")
+        await first.close()
+        await second.close()
+
+
+# -- SQLite in particular -----------------------------------------------------------------------
+
+
+async def test_sqlite_purges_expired_rows_on_put(
+    sqlite_store: SQLiteStore, clock: FakeClock
+) -> None:
+    await sqlite_store.put("old", "v", ttl=1)
+    clock.advance(61)  # past the expiry and the purge interval
+    await sqlite_store.put("new", "v")
+    with closing(sqlite3.connect(sqlite_store.path)) as db:
+        assert db.execute("SELECT key FROM kv").fetchall() == [("new",)]
+
+
+async def test_sqlite_two_stores_on_one_file_see_each_other(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = SQLiteStore(url), SQLiteStore(url)
+    try:
+        await first.put("key", "v")
+        assert await second.take("key") == "v"
+        assert await first.get("key") is None
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_sqlite_namespaces_share_a_file_apart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'addon.db'}"
+    first, second = SQLiteStore(url, namespace="a:"), SQLiteStore(url, namespace="b:")
+    try:
+        await first.put("key", "a")
+        await first.add_member("set", "m")
+        assert await second.get("key") is None
+        assert await second.scan("") == []
+        assert await first.scan("") == ["key", "set"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_sqlite_relative_path_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("sqlite:///data/addon.db")
+    try:
+        await store.put("key", "v")
+    finally:
+        await store.close()
+    assert (tmp_path / "data" / "addon.db").is_file()
+
+
+async def test_sqlite_failed_transaction_releases_the_write_lock(
+    sqlite_store: SQLiteStore,
+) -> None:
+    await sqlite_store.ping()
+    with closing(sqlite3.connect(sqlite_store.path, isolation_level=None)) as other:
+        other.execute("DROP TABLE kv")
+        with pytest.raises(StoreUnavailable, match="no such table"):
+            await sqlite_store.take("key")
+        other.execute("BEGIN IMMEDIATE")  # would fail as "database is locked" after a leak
+        other.execute("ROLLBACK")
+    assert repr(sqlite_store).startswith("SQLiteStore('sqlite:///")
+
+
+async def test_sqlite_closed_store_is_unavailable(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.close()
+    with pytest.raises(StoreUnavailable, match="is closed"):
+        await sqlite_store.get("key")
+
+
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite://relative.db", "postgres:///x"])
+def test_sqlite_malformed_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="malformed"):
+        SQLiteStore(url)
+
+
+# -- open_store ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///addon.db", SQLiteStore),
+        ("sqlite:////var/lib/addon.db", SQLiteStore),
+        ("redis://localhost:6379/0", RedisStore),
+        ("rediss://:secret@redis.example.com:6380/1", RedisStore),
+        ("unix:///run/redis.sock", RedisStore),
+    ],
+)
+async def test_open_store_picks_the_backend_from_the_url(url: str, expected: type) -> None:
+    store = open_store(url)
+    try:
+        assert isinstance(store, expected)
+    finally:
+        await store.close()
