@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from addon.descriptor import (
     Capabilities,
@@ -27,6 +29,7 @@ from addon.descriptor import (
 from addon.hosts import HostPolicy
 from addon.installations import InstallationRepository
 from addon.lifecycle import Lifecycle
+from addon.metrics import Metrics
 from addon.routes import exception_handlers, routes
 from addon.seal import Sealer
 from addon.settings import Settings, settings_from_process
@@ -54,6 +57,7 @@ class Addon:
     tokens: TokenService
     lifecycle: Lifecycle
     now: Callable[[], float]
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
 
     async def aclose(self) -> None:
         """Close the HTTP client and the store."""
@@ -150,9 +154,41 @@ def create_app(
         finally:
             await addon.aclose()
 
-    app = Starlette(routes=routes(), exception_handlers=exception_handlers(), lifespan=lifespan)
+    app = Starlette(
+        routes=routes(),
+        exception_handlers=exception_handlers(),
+        middleware=[Middleware(MetricsMiddleware, metrics=addon.metrics)],
+        lifespan=lifespan,
+    )
     app.state.addon = addon
     return app
+
+
+class MetricsMiddleware:
+    """Counts every HTTP response by route template (never the raw path) and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.inc("addon_http_requests_total", route=path, status=str(status))
 
 
 def create_app_from_environ() -> Starlette:

@@ -14,7 +14,13 @@ from urllib.parse import urlencode, urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import BaseRoute, Route
 
 from addon.descriptor import DESCRIPTOR_PATH
@@ -176,6 +182,13 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: counters in the Prometheus text format."""
+    addon = _addon(request)
+    gauges = {"addon_installations": float(len(await addon.installations.oauth_ids()))}
+    return PlainTextResponse(addon.metrics.render(gauges), media_type="text/plain; version=0.0.4")
+
+
 def routes() -> list[BaseRoute]:
     """Every endpoint of the add-on."""
     return [
@@ -190,6 +203,7 @@ def routes() -> list[BaseRoute]:
         Route("/installable/{oauth_id}", uninstall, methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
 
 
