@@ -1,0 +1,46 @@
+"""Capabilities and OAuth sessions (reference §3, §4)."""
+
+from __future__ import annotations
+
+import httpx
+
+from addon.hipchat._api import APIGroup, json_object
+from addon.hipchat.types import JSONObject
+
+__all__ = ["OAuthAPI"]
+
+
+class OAuthAPI(APIGroup):
+    """HipChat's capabilities document, its add-on schema, tokens and OAuth sessions."""
+
+    async def get_capabilities(self) -> JSONObject:
+        """Get HipChat's capabilities document (API and token URLs, scopes)."""
+        return await self._json("get_capabilities")
+
+    async def get_addon_capabilities_schema(self, *, draft: str | None = None) -> JSONObject:
+        """Get the JSON schema add-on descriptors must satisfy (``draft`` is ``v2`` or ``v4``)."""
+        return await self._json("get_addon_capabilities_schema", query={"draft": draft})
+
+    async def generate_token(
+        self, grant_type: str, *, client_id: str, client_secret: str, **fields: str
+    ) -> JSONObject:
+        """Ask the token endpoint for a token, as OAuth client ``client_id`` (§4.1).
+
+        ``fields`` are the grant's form fields (``scope``, ``code``, ``refresh_token``...). This
+        is the raw operation: add-on tokens are cached and refreshed by ``addon.tokens``.
+        """
+        response = await self._transport.send(
+            "generate_token",
+            {},
+            data={"grant_type": grant_type, **fields},
+            auth=httpx.BasicAuth(client_id, client_secret),
+        )
+        return json_object("generate_token", response)
+
+    async def get_session(self, access_token: str) -> JSONObject:
+        """Get what HipChat knows of a token: its scopes, owner and expiry."""
+        return await self._json("get_session", {"access_token": access_token})
+
+    async def delete_session(self, access_token: str) -> None:
+        """Revoke a token."""
+        await self._no_content("delete_session", {"access_token": access_token})
