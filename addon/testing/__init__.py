@@ -12,6 +12,15 @@ async with hipchat.connect(app, settings.base_url) as addon:
 
 from __future__ import annotations
 
+from addon.testing.api import FakeRestAPI, RecordedRequest
 from addon.testing.fake import Call, FakeHipChat, FakeHipChatError, Installed, OAuthClient
 
-__all__ = ["Call", "FakeHipChat", "FakeHipChatError", "Installed", "OAuthClient"]
+__all__ = [
+    "Call",
+    "FakeHipChat",
+    "FakeHipChatError",
+    "FakeRestAPI",
+    "Installed",
+    "OAuthClient",
+    "RecordedRequest",
+]

@@ -167,6 +167,10 @@ class FakeRestAPI:
         """The JSON bodies of the notifications sent to a room (by id or name), oldest first."""
         return list(self._notifications.get(self._room_key(str(room)), []))
 
+    def add_notification(self, room: int | str, body: Mapping[str, Any]) -> None:
+        """Record a notification that reached ``room`` another way (a webhook's reply)."""
+        self._notifications.setdefault(self._room_key(str(room)), []).append(dict(body))
+
     def requests_for(self, operation: str) -> list[RecordedRequest]:
         """The recorded requests that matched ``operation``."""
         return [r for r in self.requests if r.operation == operation]
