@@ -1,1 +1,38 @@
-"""hipchat-addon: an Atlassian Connect add-on server for HipChat."""
+"""hipchat-addon: an Atlassian Connect add-on server for HipChat.
+
+What integration authors import:
+
+```python
+from addon import Integration, RoomMessage
+
+integration = Integration(key="echo", name="Echo", scopes=["send_notification"])
+
+@integration.command("echo", help="Repeat the text", usage="/echo <text>")
+async def echo(message: RoomMessage) -> None:
+    await message.reply(message.args)
+```
+"""
+
+from __future__ import annotations
+
+from addon.app import create_app
+from addon.errors import AddonError, ApprovalRequired, HipChatAPIError, IntegrationError
+from addon.hipchat import HipChatClient
+from addon.integrations import Integration, Room, RoomEvent, RoomMessage, Sender, Storage
+from addon.settings import Settings
+
+__all__ = [
+    "AddonError",
+    "ApprovalRequired",
+    "HipChatAPIError",
+    "HipChatClient",
+    "Integration",
+    "IntegrationError",
+    "Room",
+    "RoomEvent",
+    "RoomMessage",
+    "Sender",
+    "Settings",
+    "Storage",
+    "create_app",
+]

@@ -45,6 +45,9 @@ class Keys:
         """``owner`` is an oauth_id, or ``"global"`` for storage shared by every installation."""
         return f"{self.prefix}:storage:{owner}:{integration}"
 
+    def storage_lock(self, owner: str, integration: str) -> str:
+        return f"{self.prefix}:lock:{owner}:storage:{integration}"
+
     def storage_prefix(self) -> str:
         return f"{self.prefix}:storage:"
 

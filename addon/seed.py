@@ -1,0 +1,254 @@
+"""Seed compatibility: scripts written for the older ``hipchat-integration`` server run unchanged.
+
+A seed script is a module ``integrations/<stem>.py`` defining
+
+    run_integration(notification, query, all_tokens, token, storage, log)
+
+or only its first two or three parameters. It owns ``/<stem>`` and runs in a worker thread under
+the same timeout and isolation as any handler. The arguments, passed positionally:
+
+- ``notification``: the webhook in the old server's attribute shape (``SeedNotification``);
+- ``query``: the text after ``/<stem>``;
+- ``all_tokens``: the static tokens of ``ADDON_TOKENS`` as a dict (``StaticTokens.as_dict``);
+- ``token``: the static token for (room, ``<stem>``), else the one named ``<stem>``, else the
+  installation's add-on token;
+- ``storage``: a plain dict, loaded before and saved after each successful call (JSON values only);
+- ``log``: a logger.
+
+If the script returns a string, it is the reply (plain text); any other return value is ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
+
+from addon.errors import ConfigError, IntegrationError
+from addon.integrations import Integration, RoomMessage
+
+__all__ = [
+    "SeedItem",
+    "SeedMessage",
+    "SeedNotification",
+    "SeedRoom",
+    "SeedSender",
+    "StaticTokens",
+    "parse_static_tokens",
+    "seed_integration",
+    "seed_notification",
+]
+
+SEED_ARITY = 6
+GLOBAL = "global"  # the storage owner of seed scripts: they predate installations
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedSender:
+    """``notification.item.message.sender``: who sent the message."""
+
+    id: int | str | None
+    links: Mapping[str, object] | None
+    mention_name: str | None
+    name: str | None
+    version: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedMessage:
+    """``notification.item.message``: ``content`` is the message text."""
+
+    date: str | None
+    id: str | None
+    content: str | None
+    type: str | None
+    sender: SeedSender
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedRoom:
+    """``notification.item.room``."""
+
+    id: int | str | None
+    is_archived: bool | None
+    links: Mapping[str, object] | None
+    name: str | None
+    privacy: str | None
+    version: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedItem:
+    """``notification.item``."""
+
+    message: SeedMessage
+    room: SeedRoom
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedNotification:
+    """The webhook as the older server handed it to scripts; absent fields are None."""
+
+    event: str | None
+    item: SeedItem
+    oauth_client_id: str | None
+    web_hook: int | str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticTokens:
+    """``ADDON_TOKENS``: ``NAME:TOKEN`` entries and ``ROOM_ID:INTEGRATION:TOKEN`` entries."""
+
+    named: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    rooms: Mapping[tuple[int, str], str] = dataclasses.field(default_factory=dict, repr=False)
+
+    def token_for(self, room_id: int, integration: str) -> str | None:
+        """The token for ``integration`` in ``room_id``, else the one named ``integration``."""
+        return self.rooms.get((room_id, integration)) or self.named.get(integration)
+
+    def as_dict(self) -> dict[str, str]:
+        """``{NAME: TOKEN, "ROOM_ID:INTEGRATION": TOKEN}``, the seed's ``all_tokens``."""
+        rooms = {f"{room}:{name}": token for (room, name), token in self.rooms.items()}
+        return {**self.named, **rooms}
+
+
+def parse_static_tokens(entries: Iterable[str]) -> StaticTokens:
+    """Read ``Settings.static_tokens``; raise ``ConfigError`` (never showing a token)."""
+    named: dict[str, str] = {}
+    rooms: dict[tuple[int, str], str] = {}
+    for entry in entries:
+        parts = entry.strip().split(":")
+        if len(parts) == 2 and all(parts):
+            named[parts[0]] = parts[1]
+        elif len(parts) == 3 and all(parts) and parts[0].isdigit():
+            rooms[(int(parts[0]), parts[1])] = parts[2]
+        else:
+            raise ConfigError(
+                "ADDON_TOKENS has an entry that is neither NAME:TOKEN nor "
+                "ROOM_ID:INTEGRATION:TOKEN with a numeric room id; fix it "
+                "(the value is not shown because it holds a token)"
+            )
+    return StaticTokens(named, rooms)
+
+
+def seed_notification(body: Mapping[str, object]) -> SeedNotification:
+    """The old server's notification object, built from a HipChat webhook body (§6.3)."""
+    item = _mapping(body.get("item"))
+    message = _mapping(item.get("message"))
+    sender = _mapping(message.get("from")) or _mapping(item.get("sender"))
+    room = _mapping(item.get("room"))
+    return SeedNotification(
+        event=_get(body, "event", str),
+        item=SeedItem(
+            message=SeedMessage(
+                date=_get(message, "date", str),
+                id=_get(message, "id", str),
+                content=_get(message, "message", str),
+                type=_get(message, "type", str),
+                sender=SeedSender(
+                    id=_id(sender.get("id")),
+                    links=_get(sender, "links", dict),
+                    mention_name=_get(sender, "mention_name", str),
+                    name=_get(sender, "name", str),
+                    version=_get(sender, "version", str),
+                ),
+            ),
+            room=_seed_room(room),
+        ),
+        oauth_client_id=_get(body, "oauth_client_id", str),
+        web_hook=_id(body.get("webhook_id")),
+    )
+
+
+def seed_integration(
+    stem: str, run_integration: Callable[..., object], *, source: str | None = None
+) -> Integration:
+    """Wrap a seed script's ``run_integration`` into an ``Integration`` owning ``/<stem>``."""
+    arity = _arity(run_integration, source or stem)
+    doc = inspect.getdoc(run_integration) or inspect.getdoc(inspect.getmodule(run_integration))
+    integration = Integration(stem, name=stem, description=f"Seed script {source or stem}")
+
+    @integration.command(
+        stem.lower(),
+        help=(doc or f"Runs the {stem} script").splitlines()[0],
+        usage=f"/{stem.lower()} <query>",
+    )
+    async def run(message: RoomMessage) -> str | None:
+        return await _run_seed(message, stem, run_integration, arity)
+
+    return integration
+
+
+async def _run_seed(
+    message: RoomMessage, stem: str, script: Callable[..., object], arity: int
+) -> str | None:
+    runtime = message.runtime
+    tokens = parse_static_tokens(runtime.settings.static_tokens)
+    token = ""
+    if arity >= 4:
+        token = tokens.token_for(message.room.id, stem) or await runtime.addon_token(
+            message.installation
+        )
+    key = runtime.keys.storage(GLOBAL, stem)
+    storage = _load_storage(await runtime.store.get(key), stem) if arity >= 5 else {}
+    notification = seed_notification(message.webhook)
+    arguments = (notification, message.args, tokens.as_dict(), token, storage, message.log)
+    result = await message.run_sync(script, *arguments[:arity])
+    if arity >= 5:
+        await runtime.store.put(key, json.dumps(storage, sort_keys=True))
+    return result if isinstance(result, str) and result else None
+
+
+def _arity(func: Callable[..., object], source: str) -> int:
+    """How many of the six seed arguments ``func`` takes (2 to 6, positionally)."""
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise IntegrationError(f"{source}: run_integration has no readable signature") from exc
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return SEED_ARITY
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    keyword_only = [p for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if len(positional) < 2 or len(required) > SEED_ARITY or keyword_only:
+        raise IntegrationError(
+            f"{source}: run_integration must take (notification, query"
+            "[, all_tokens[, token, storage, log]]) positionally"
+        )
+    return min(len(positional), SEED_ARITY)
+
+
+def _load_storage(raw: str | None, stem: str) -> dict[str, object]:
+    data = {} if raw is None else json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError(f"The storage of seed script {stem!r} is not a JSON object")
+    return data
+
+
+def _seed_room(room: Mapping[str, object]) -> SeedRoom:
+    return SeedRoom(
+        id=_id(room.get("id")),
+        is_archived=_get(room, "is_archived", bool),
+        links=_get(room, "links", dict),
+        name=_get(room, "name", str),
+        privacy=_get(room, "privacy", str),
+        version=_get(room, "version", str),
+    )
+
+
+def _get(data: Mapping[str, object], name: str, kind: type[_T]) -> _T | None:
+    value = data.get(name)
+    return value if isinstance(value, kind) else None
+
+
+def _id(value: object) -> int | str | None:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    return value
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}

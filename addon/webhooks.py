@@ -1,0 +1,433 @@
+"""Dispatch: from a verified webhook body to the integration handlers it selects.
+
+``Dispatcher.handle`` parses the body leniently (protocol reference §6.3) and picks handlers: a
+``room_message`` whose text starts with ``/name`` goes to the command that owns ``/name`` (a dict
+lookup: nothing in a message ever names a file), otherwise to every ``on_message`` pattern that
+matches; other events go to their ``on_event`` handlers. A message delivered twice (two matching
+webhooks, a retry, two replicas) runs once: its id is claimed in the store first.
+
+Replies: the first reply ready within ``settings.reply_window`` seconds is returned, for the route
+to send as the webhook's 200 JSON response (§6.5); every later one is posted through
+``Runtime.post_notification``. Each handler runs under ``settings.command_timeout``, and this is
+the one place where ``except Exception`` is allowed (STYLE §E.5): a handler that raises or hangs
+is logged and its room gets a short red notice, and nothing else is affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import functools
+import hashlib
+import html
+import inspect
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypedDict, TypeVar
+
+from addon.errors import AddonError, ApprovalRequired, RequestError
+from addon.installations import Installation
+from addon.integrations import (
+    Command,
+    Context,
+    Handler,
+    Integration,
+    Room,
+    RoomEvent,
+    RoomMessage,
+    Runtime,
+    Sender,
+    build_notification,
+    check_unique,
+)
+
+__all__ = ["Dispatcher", "Runtime", "Webhook", "parse_webhook"]
+
+SEEN_TTL = 3600.0  # how long a message id is remembered, so a redelivery does not run twice
+NOTICE_GRACE = 5.0  # seconds cancelled handlers get to tell their rooms, when draining
+log = logging.getLogger("addon.webhooks")
+_T = TypeVar("_T")
+_C = TypeVar("_C", RoomMessage, RoomEvent)
+_COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Webhook:
+    """A webhook body, read leniently: ids may be ints or strings, optional parts may be absent."""
+
+    event: str
+    room: Room | None
+    sender: Sender | None
+    text: str
+    message_id: str | None
+    oauth_client_id: str | None
+    webhook_id: str | None
+    item: Mapping[str, object]
+    body: Mapping[str, object]
+
+
+def parse_webhook(body: object) -> Webhook:
+    """Read a webhook body (§6.3); raise ``RequestError`` when it has no ``event``."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("event"), str):
+        raise RequestError("The webhook body is not a JSON object with an 'event'; send §6.3's")
+    item = _mapping(body.get("item"))
+    message = _mapping(item.get("message"))
+    text = message.get("message")
+    client_id = body.get("oauth_client_id")
+    return Webhook(
+        event=str(body["event"]),
+        room=_room(item, body),
+        sender=_sender(item),
+        text=text if isinstance(text, str) else "",
+        message_id=_id(message.get("id")),
+        oauth_client_id=client_id if isinstance(client_id, str) else None,
+        webhook_id=_id(body.get("webhook_id")),
+        item=item,
+        body=body,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One handler about to run, with its context."""
+
+    handler: Handler[RoomMessage] | Handler[RoomEvent]
+    context: Context
+    call: Callable[[], object]
+
+
+class _Delivery:
+    """The outbox of one webhook: the first reply within the window rides on the response."""
+
+    def __init__(
+        self, runtime: Runtime, installation: Installation, room: Room, executor: ThreadPoolExecutor
+    ) -> None:
+        self._runtime = runtime
+        self._installation = installation
+        self._room = room
+        self._executor = executor
+        self._first: asyncio.Future[dict[str, object] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.pending = 0
+
+    async def send(self, notification: dict[str, object]) -> None:
+        if not self._first.done():
+            self._first.set_result(notification)
+            return
+        await self._runtime.post_notification(self._installation, self._room.id, notification)
+
+    async def run_sync(self, func: Callable[[], _T]) -> _T:
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(context.run, func))
+
+    def job_done(self) -> None:
+        self.pending -= 1
+        if self.pending == 0 and not self._first.done():
+            self._first.set_result(None)
+
+    def fail(self, exc: BaseException) -> bool:
+        """Hand ``exc`` to the waiting response (raise_errors); False when it has gone."""
+        if self._first.done():
+            return False
+        self._first.set_exception(exc)
+        return True
+
+    async def response(self, window: float) -> dict[str, object] | None:
+        try:
+            await asyncio.wait({self._first}, timeout=window)
+        finally:
+            if not self._first.done():
+                self._first.set_result(None)  # the window is over: later replies go through REST
+        return self._first.result()
+
+
+class Dispatcher:
+    """Runs the handlers a webhook selects, each isolated, with a timeout."""
+
+    def __init__(
+        self,
+        integrations: Sequence[Integration],
+        runtime: Runtime,
+        *,
+        raise_errors: bool = False,
+        max_threads: int = 16,
+    ) -> None:
+        check_unique(integrations)
+        self._runtime = runtime
+        self._raise_errors = raise_errors
+        self._commands: dict[str, tuple[Integration, Command]] = {
+            name: (i, command) for i in integrations for name, command in i.commands.items()
+        }
+        self._patterns = [(i, p, h) for i in integrations for p, h in i.patterns]
+        self._events = [(i, e, h) for i in integrations for e, h in i.events]
+        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="integration")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._errors: list[BaseException] = []
+        self._draining = False
+
+    async def handle(
+        self, event: Mapping[str, object], installation: Installation, *, request_id: str
+    ) -> dict[str, object] | None:
+        """Run what ``event`` selects; return the reply for the webhook response, or None."""
+        hook = parse_webhook(event)
+        room = _room_of(hook, installation)
+        delivery = _Delivery(self._runtime, installation, room, self._executor)
+        scope = _Scope(hook, installation, room, delivery, request_id)
+        jobs = self._select(scope)
+        if not jobs or self._draining or not await self._first_delivery(scope):
+            return None
+        for job in jobs:
+            delivery.pending += 1
+            task = asyncio.create_task(self._run(job, delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await delivery.response(self._runtime.settings.reply_window)
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Stop taking work, wait ``grace`` s for handlers, then cancel the rest (rooms told)."""
+        self._draining = True
+        if grace is None:
+            grace = self._runtime.settings.shutdown_timeout
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=NOTICE_GRACE)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._errors:
+            raise self._errors[0]
+
+    def _select(self, scope: _Scope) -> list[_Job]:
+        hook = scope.hook
+        if hook.event != "room_message":
+            return [
+                _job(
+                    h,
+                    RoomEvent(**self._args(scope, i), event=e, sender=hook.sender, item=hook.item),
+                )
+                for i, e, h in self._events
+                if e == hook.event
+            ]
+        name, args = _split_command(hook.text)
+        owner = self._commands.get(name) if name is not None else None
+        if owner is not None:
+            integration, command = owner
+            return [_job(command.handler, self._message(scope, integration, args, None))]
+        return [
+            _job(h, self._message(scope, i, hook.text, m))
+            for i, pattern, h in self._patterns
+            if (m := pattern.search(hook.text)) is not None
+        ]
+
+    def _message(
+        self, scope: _Scope, integration: Integration, args: str, match: re.Match[str] | None
+    ) -> RoomMessage:
+        hook = scope.hook
+        if hook.sender is None:
+            raise RequestError("The room_message webhook has no item.message.from.id; send §6.3's")
+        return RoomMessage(
+            **self._args(scope, integration),
+            text=hook.text,
+            args=args,
+            match=match,
+            sender=hook.sender,
+            message_id=hook.message_id,
+        )
+
+    def _args(self, scope: _Scope, integration: Integration) -> _ContextArgs:
+        extra = scope.log_extra() | {"integration": integration.key}
+        logger = logging.getLogger(f"addon.integrations.{integration.key}")
+        return _ContextArgs(
+            integration=integration,
+            installation=scope.installation,
+            room=scope.room,
+            webhook=scope.hook.body,
+            runtime=self._runtime,
+            outbox=scope.delivery,
+            log=logging.LoggerAdapter(logger, extra),
+        )
+
+    async def _first_delivery(self, scope: _Scope) -> bool:
+        """Claim the message id; False when another delivery (or replica) already has."""
+        message_id = scope.hook.message_id
+        if message_id is None:
+            return True
+        if not _SAFE_ID.fullmatch(message_id):
+            message_id = hashlib.sha256(message_id.encode()).hexdigest()
+        key = self._runtime.keys.seen_message(scope.installation.oauth_id, message_id)
+        claimed = await self._runtime.store.put_if_absent(key, scope.request_id, ttl=SEEN_TTL)
+        if not claimed:
+            log.info("Message delivered again; it already ran", extra=scope.log_extra())
+        return claimed
+
+    async def _run(self, job: _Job, delivery: _Delivery) -> None:
+        try:
+            await self._guarded(job)
+        # Still the per-handler boundary: what _guarded lets out (its own re-raise in raise_errors
+        # mode, or a failure to tell the room) must not escape the task.
+        except Exception as exc:
+            if not self._raise_errors:
+                job.context.log.exception("%s could not be finished", job.handler.label)
+            elif not delivery.fail(exc):
+                self._errors.append(exc)
+        finally:
+            delivery.job_done()
+
+    async def _guarded(self, job: _Job) -> None:
+        """Run one handler; the per-handler boundary of STYLE §E.5."""
+        label, context = job.handler.label, job.context
+        timeout = self._runtime.settings.command_timeout
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                await _call(job)
+        except ApprovalRequired as exc:
+            await _tell(context, _approval_notice(label, exc))
+        except asyncio.CancelledError:
+            if self._draining:
+                await _tell(context, _notice(f"{label} was stopped: the add-on is restarting"))
+            raise
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and scope.expired():
+                context.log.warning("%s timed out after %g s", label, timeout)
+                await _tell(context, _notice(f"{label} timed out after {timeout:g} s"))
+                return
+            context.log.exception("%s failed", label)
+            if self._raise_errors:
+                raise
+            await _tell(context, _notice(f"{label} failed; the error is logged"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scope:
+    """One webhook being dispatched."""
+
+    hook: Webhook
+    installation: Installation
+    room: Room
+    delivery: _Delivery
+    request_id: str
+
+    def log_extra(self) -> dict[str, object]:
+        return {
+            "oauth_id": self.installation.oauth_id,
+            "room_id": self.room.id,
+            "request_id": self.request_id,
+            "event": self.hook.event,
+        }
+
+
+class _ContextArgs(TypedDict):
+    integration: Integration
+    installation: Installation
+    room: Room
+    webhook: Mapping[str, object]
+    runtime: Runtime
+    outbox: _Delivery
+    log: logging.LoggerAdapter[logging.Logger]
+
+
+def _job(handler: Handler[_C], context: _C) -> _Job:
+    return _Job(handler, context, functools.partial(handler.func, context))
+
+
+async def _call(job: _Job) -> None:
+    if job.handler.is_async:
+        outcome = job.call()
+    else:
+        outcome = await job.context.run_sync(job.call)
+    if inspect.isawaitable(outcome):
+        outcome = await outcome
+    if isinstance(outcome, str) and outcome:
+        await job.context.reply(outcome)
+    elif outcome is not None and not isinstance(outcome, str):
+        raise TypeError(
+            f"{job.handler.label} returned a {type(outcome).__name__}; return a str or None"
+        )
+
+
+async def _tell(context: Context, notification: dict[str, object]) -> None:
+    # The room may be unreachable too (token revoked, HipChat down): log, never raise from here.
+    try:
+        await context.outbox.send(notification)
+    except AddonError as exc:
+        context.log.warning("Could not tell the room: %s", exc)
+
+
+def _notice(text: str) -> dict[str, object]:
+    return build_notification(text, color="red")
+
+
+def _approval_notice(label: str, exc: ApprovalRequired) -> dict[str, object]:
+    if exc.approval_url is None:
+        return build_notification(
+            f"{label} needs your approval; ask an admin to reinstall", color="yellow"
+        )
+    link = html.escape(exc.approval_url, quote=True)
+    text = f'{html.escape(label)} needs your approval: <a href="{link}">approve</a>, then try again'
+    return build_notification(text, html=True, color="yellow")
+
+
+def _split_command(text: str) -> tuple[str | None, str]:
+    """``("echo", "hi")`` for ``"/Echo hi"``; ``(None, text)`` when it is not a command."""
+    match = _COMMAND_TEXT.fullmatch(text.strip())
+    if match is None:
+        return None, text
+    return match.group(1).lower(), match.group(2).rstrip()
+
+
+def _room_of(hook: Webhook, installation: Installation) -> Room:
+    if hook.room is not None:
+        return hook.room
+    if installation.room_id is not None:
+        return Room(installation.room_id)
+    raise RequestError("The webhook names no room (item.room.id); send §6.3's body")
+
+
+def _room(item: Mapping[str, object], body: Mapping[str, object]) -> Room | None:
+    room = _mapping(item.get("room"))
+    room_id = _int(room.get("id", body.get("roomId", item.get("roomId"))))
+    if room_id is None:
+        return None
+    name = room.get("name")
+    return Room(room_id, name if isinstance(name, str) else "")
+
+
+def _sender(item: Mapping[str, object]) -> Sender | None:
+    # room_message: item.message.from; other events: item.sender. A room_notification's
+    # "from" is a label string, not a user (§6.3).
+    sender = _mapping(_mapping(item.get("message")).get("from")) or _mapping(item.get("sender"))
+    sender_id = _id(sender.get("id"))
+    if sender_id is None:
+        return None
+    name, mention = sender.get("name"), sender.get("mention_name")
+    return Sender(
+        sender_id,
+        name if isinstance(name, str) else "",
+        mention if isinstance(mention, str) else "",
+    )
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _id(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+        return None
+    return str(value)
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value

@@ -1,0 +1,514 @@
+"""Dispatch: handler selection, replies in and after the window, isolation, de-duplication."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+from addon.errors import ApprovalRequired, HipChatAPIError, RequestError
+from addon.installations import Installation
+from addon.integrations import Integration, RoomEvent, RoomMessage
+from addon.settings import Secret, Settings
+from addon.store import Keys, Store
+from addon.webhooks import Dispatcher, parse_webhook
+
+if TYPE_CHECKING:
+    from addon.hipchat import HipChatClient
+
+ROOM = 10
+SETTINGS = Settings(reply_window=1.0, command_timeout=2.0, shutdown_timeout=2.0)
+_ids = itertools.count(1)
+
+
+@dataclasses.dataclass
+class RecordingRuntime:
+    """A ``Runtime`` that records what would go to HipChat (an injected fake, not a mock)."""
+
+    store: Store
+    keys: Keys = dataclasses.field(default_factory=lambda: Keys("test-addon"))
+    settings: Settings = dataclasses.field(default_factory=lambda: SETTINGS)
+    posted: list[tuple[int, dict[str, object]]] = dataclasses.field(default_factory=list)
+    token_requests: int = 0
+    approval_url: str | None = "https://hipchat.test/approve?state=abc"
+
+    def client_for(self, installation: Installation) -> HipChatClient:
+        raise NotImplementedError("these tests make no REST calls")
+
+    async def post_notification(
+        self, installation: Installation, room_id: int, notification: dict[str, object]
+    ) -> None:
+        self.posted.append((room_id, notification))
+
+    async def addon_token(self, installation: Installation) -> str:
+        self.token_requests += 1
+        return f"addon-token-of-{installation.oauth_id}"
+
+    async def user_client(self, installation: Installation, user_id: str) -> HipChatClient:
+        raise ApprovalRequired(f"User {user_id} has not approved", approval_url=self.approval_url)
+
+    def messages(self) -> list[object]:
+        """The text of every posted notification."""
+        return [notification["message"] for _room, notification in self.posted]
+
+
+def installation(room_id: int | None = None, oauth_id: str = "oauth-1") -> Installation:
+    """A stored installation as the dispatcher receives it."""
+    return Installation(
+        oauth_id=oauth_id,
+        oauth_secret=Secret("installation-secret-0123456789abcdef"),
+        group_id=1,
+        room_id=room_id,
+        capabilities_url="https://hipchat.test/v2/capabilities",
+        token_url="https://hipchat.test/v2/oauth/token",
+        authorization_url=None,
+        api_url="https://hipchat.test/v2/",
+        scopes=("send_notification",),
+        installed_at=0.0,
+    )
+
+
+def message(text: str, *, message_id: str | None = None, room: int = ROOM) -> dict[str, object]:
+    """A room_message webhook body (§6.3); a fresh message id unless one is given."""
+    return {
+        "event": "room_message",
+        "item": {
+            "message": {
+                "date": "2015-01-20T22:45:06.662545+00:00",
+                "from": {"id": 5, "mention_name": "Blinky", "name": "Blinky the Fish"},
+                "id": message_id or f"msg-{next(_ids)}",
+                "message": text,
+                "type": "message",
+            },
+            "room": {"id": room, "name": "The Weather Channel"},
+        },
+        "oauth_client_id": "oauth-1",
+        "webhook_id": 578829,
+    }
+
+
+def text(text: str, **extra: object) -> dict[str, object]:
+    """The notification body a plain-text reply becomes."""
+    return {"message": text, "message_format": "text", "notify": False, **extra}
+
+
+def runtime_with(
+    store: Store, *, reply_window: float = 1.0, command_timeout: float = 2.0
+) -> RecordingRuntime:
+    """A runtime with another reply window or command timeout."""
+    settings = dataclasses.replace(
+        SETTINGS, reply_window=reply_window, command_timeout=command_timeout
+    )
+    return RecordingRuntime(store, settings=settings)
+
+
+async def dispatch(
+    dispatcher: Dispatcher, body: dict[str, object], room_id: int | None = None
+) -> dict[str, object] | None:
+    """What the route does with a verified webhook."""
+    return await dispatcher.handle(body, installation(room_id), request_id="req-1")
+
+
+def _shouter() -> Integration:
+    integration = Integration("shout", name="Shout")
+
+    @integration.command("shout", help="Shout the text", usage="/shout <text>")
+    async def shout(message: RoomMessage) -> None:
+        await message.reply(message.args.upper())
+
+    return integration
+
+
+@pytest.mark.anyio
+async def test_a_quick_reply_is_the_webhook_response(store: Store) -> None:
+    runtime = RecordingRuntime(store)
+    reply = await dispatch(Dispatcher([_shouter()], runtime), message("/Shout  hello there "))
+    assert reply == text("HELLO THERE")
+    assert runtime.posted == []
+
+
+@pytest.mark.anyio
+async def test_a_slow_reply_is_posted_after_the_window(store: Store) -> None:
+    runtime = runtime_with(store, reply_window=0.05)
+    integration = Integration("slow")
+
+    @integration.command("slow")
+    async def slow(message: RoomMessage) -> None:
+        await asyncio.sleep(0.2)
+        await message.reply("done", color="green")
+
+    dispatcher = Dispatcher([integration], runtime)
+    assert await dispatch(dispatcher, message("/slow")) is None
+    await dispatcher.drain(5)
+    assert runtime.posted == [(ROOM, text("done", color="green"))]
+
+
+@pytest.mark.anyio
+async def test_the_first_reply_rides_on_the_response_and_the_others_are_posted(
+    store: Store,
+) -> None:
+    runtime = RecordingRuntime(store)
+    integration = Integration("twice")
+
+    @integration.command("twice")
+    async def twice(message: RoomMessage) -> None:
+        await message.reply("one")
+        await message.reply("two", html=True, notify=True)
+
+    dispatcher = Dispatcher([integration], runtime)
+    assert await dispatch(dispatcher, message("/twice")) == text("one")
+    await dispatcher.drain(5)
+    assert runtime.posted == [(ROOM, text("two", message_format="html", notify=True))]
+
+
+@pytest.mark.anyio
+async def test_a_raising_handler_gets_a_red_notice_and_a_logged_traceback(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    integration = Integration("boom")
+
+    @integration.command("boom")
+    async def boom(message: RoomMessage) -> None:
+        raise RuntimeError("password=hunter2")
+
+    dispatcher = Dispatcher([integration, _shouter()], RecordingRuntime(store))
+    with caplog.at_level(logging.ERROR):
+        reply = await dispatch(dispatcher, message("/boom"))
+    assert reply == text("/boom failed; the error is logged", color="red")
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.exc_info is not None and "hunter2" in str(record.exc_info[1])
+    assert (record.__dict__["integration"], record.__dict__["request_id"]) == ("boom", "req-1")
+    assert await dispatch(dispatcher, message("/shout still works")) == text("STILL WORKS")
+
+
+@pytest.mark.anyio
+async def test_raise_errors_re_raises(store: Store) -> None:
+    integration = Integration("boom")
+
+    @integration.command("boom")
+    def boom(message: RoomMessage) -> None:
+        raise LookupError("bug")
+
+    dispatcher = Dispatcher([integration], RecordingRuntime(store), raise_errors=True)
+    with pytest.raises(LookupError, match="bug"):
+        await dispatch(dispatcher, message("/boom"))
+
+
+@pytest.mark.anyio
+async def test_raise_errors_re_raises_late_failures_from_drain(store: Store) -> None:
+    integration = Integration("late")
+
+    @integration.command("late")
+    async def late(message: RoomMessage) -> None:
+        await message.reply("starting")
+        raise LookupError("late bug")
+
+    runtime = RecordingRuntime(store)
+    dispatcher = Dispatcher([integration], runtime, raise_errors=True)
+    assert await dispatch(dispatcher, message("/late")) == text("starting")
+    with pytest.raises(LookupError, match="late bug"):
+        await dispatcher.drain(5)
+    assert runtime.posted == []
+
+
+@pytest.mark.anyio
+async def test_a_hanging_handler_is_cancelled_and_the_room_told(store: Store) -> None:
+    runtime = runtime_with(store, command_timeout=0.05, reply_window=2.0)
+    integration = Integration("hang")
+    cancelled = asyncio.Event()
+
+    @integration.command("hang")
+    async def hang(message: RoomMessage) -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cancelled.set()
+
+    reply = await dispatch(Dispatcher([integration], runtime), message("/hang"))
+    assert reply == text("/hang timed out after 0.05 s", color="red")
+    assert cancelled.is_set()
+
+
+@pytest.mark.anyio
+async def test_a_hanging_sync_handler_is_abandoned_and_the_room_told(store: Store) -> None:
+    runtime = runtime_with(store, command_timeout=0.05, reply_window=0.01)
+    integration = Integration("block")
+    release = threading.Event()
+
+    @integration.command("block")
+    def block(message: RoomMessage) -> str:
+        release.wait(5)
+        return "too late"
+
+    dispatcher = Dispatcher([integration], runtime)
+    assert await dispatch(dispatcher, message("/block")) is None
+    await dispatcher.drain(5)
+    release.set()
+    assert runtime.messages() == ["/block timed out after 0.05 s"]
+
+
+@pytest.mark.anyio
+async def test_a_message_delivered_twice_runs_once(store: Store) -> None:
+    runs: list[str] = []
+    integration = Integration("count")
+
+    @integration.command("count")
+    async def count(message: RoomMessage) -> str:
+        runs.append(message.text)
+        return "counted"
+
+    body = message("/count", message_id="00a3eb7f-fac5-496a-8d64-a9050c712ca1")
+    first = Dispatcher([integration], RecordingRuntime(store))
+    replica = Dispatcher([integration], RecordingRuntime(store))
+    assert await dispatch(first, body) == text("counted")
+    assert await dispatch(first, body) is None
+    assert await dispatch(replica, body) is None
+    assert runs == ["/count"]
+    weird = message("/count", message_id="a id with spaces / and slashes")
+    assert await dispatch(first, weird) == text("counted")
+    assert await dispatch(first, weird) is None
+
+
+@pytest.mark.anyio
+async def test_a_sync_handler_runs_in_a_worker_thread_and_returns_its_reply(store: Store) -> None:
+    integration = Integration("where")
+
+    @integration.command("where")
+    def where(message: RoomMessage) -> str:
+        return threading.current_thread().name
+
+    reply = await dispatch(Dispatcher([integration], RecordingRuntime(store)), message("/where"))
+    assert reply is not None and str(reply["message"]).startswith("integration")
+
+
+@pytest.mark.anyio
+async def test_pattern_handlers_get_the_match(store: Store) -> None:
+    integration = Integration("links")
+    seen: list[tuple[str, str]] = []
+
+    @integration.on_message(r"(?P<issue>INC[0-9]{7})")
+    async def issue(message: RoomMessage) -> None:
+        assert message.match is not None
+        seen.append((message.match["issue"], message.args))
+        await message.reply(f"Looking up {message.match['issue']}")
+
+    dispatcher = Dispatcher([integration, _shouter()], RecordingRuntime(store))
+    assert await dispatch(dispatcher, message("see INC0000042 please")) == text(
+        "Looking up INC0000042"
+    )
+    assert await dispatch(dispatcher, message("/shout INC0000042")) == text("INC0000042")
+    assert await dispatch(dispatcher, message("nothing to see")) is None
+    assert seen == [("INC0000042", "see INC0000042 please")]
+
+
+@pytest.mark.anyio
+async def test_the_regex_form_of_a_command(store: Store) -> None:
+    integration = Integration("echo")
+
+    @integration.on_message(r"^/echo (?P<text>.+)")
+    async def echo(message: RoomMessage) -> None:
+        assert message.match is not None
+        await message.reply(message.match["text"])
+
+    reply = await dispatch(Dispatcher([integration], RecordingRuntime(store)), message("/echo hi"))
+    assert reply == text("hi")
+
+
+@pytest.mark.anyio
+async def test_other_events_reach_their_handlers(store: Store) -> None:
+    integration = Integration("greeter")
+
+    @integration.on_event("room_enter")
+    async def greet(event: RoomEvent) -> str | None:
+        return f"Welcome, {event.sender.name}" if event.sender else None
+
+    body: dict[str, object] = {
+        "event": "room_enter",
+        "item": {"room": {"id": "10"}, "sender": {"id": "7", "name": "Bob"}},
+        "webhook_id": "abc",
+    }
+    dispatcher = Dispatcher([integration], RecordingRuntime(store))
+    assert await dispatch(dispatcher, body) == text("Welcome, Bob")
+    assert await dispatch(dispatcher, {**body, "event": "room_exit"}) is None
+
+
+@pytest.mark.anyio
+async def test_an_approval_required_escape_replies_with_the_link(store: Store) -> None:
+    integration = Integration("mine")
+
+    @integration.command("mine")
+    async def mine(message: RoomMessage) -> None:
+        await message.user_client()
+
+    runtime = RecordingRuntime(store)
+    reply = await dispatch(Dispatcher([integration], runtime), message("/mine"))
+    assert reply is not None and reply["color"] == "yellow"
+    assert '<a href="https://hipchat.test/approve?state=abc">approve</a>' in str(reply["message"])
+    runtime.approval_url = None
+    reply = await dispatch(Dispatcher([integration], runtime), message("/mine"))
+    assert reply is not None and "ask an admin" in str(reply["message"])
+
+
+@pytest.mark.anyio
+async def test_a_handler_returning_something_else_fails(store: Store) -> None:
+    integration = Integration("odd")
+
+    @integration.command("odd")
+    def odd(message: RoomMessage) -> str:
+        return 42  # type: ignore[return-value]
+
+    reply = await dispatch(Dispatcher([integration], RecordingRuntime(store)), message("/odd"))
+    assert reply == text("/odd failed; the error is logged", color="red")
+
+
+@pytest.mark.anyio
+async def test_drain_cancels_what_still_runs_and_tells_the_room(store: Store) -> None:
+    runtime = runtime_with(store, reply_window=0.01, command_timeout=60)
+    integration = Integration("forever")
+
+    @integration.command("forever")
+    async def forever(message: RoomMessage) -> None:
+        await asyncio.sleep(60)
+
+    dispatcher = Dispatcher([integration], runtime)
+    assert await dispatch(dispatcher, message("/forever")) is None
+    await dispatcher.drain(0.05)
+    assert runtime.messages() == ["/forever was stopped: the add-on is restarting"]
+    assert await dispatch(dispatcher, message("/forever")) is None
+
+
+@pytest.mark.anyio
+async def test_storage_persists_across_dispatchers_on_one_store(store: Store) -> None:
+    integration = Integration("notes")
+
+    @integration.command("note")
+    async def note(message: RoomMessage) -> str:
+        key, _, value = message.args.partition(" ")
+        if value:
+            await message.storage.set(key, value)
+        stored = await message.storage.get(key, "nothing")
+        return str(stored)
+
+    assert await dispatch(Dispatcher([integration], RecordingRuntime(store)), message("/note a 1"))
+    reply = await dispatch(Dispatcher([integration], RecordingRuntime(store)), message("/note a"))
+    assert reply == text("1")
+    other_installation = await Dispatcher([integration], RecordingRuntime(store)).handle(
+        message("/note a"), installation(oauth_id="oauth-2"), request_id="req-2"
+    )
+    assert other_installation == text("nothing")
+
+
+@pytest.mark.anyio
+async def test_storage_operations(store: Store) -> None:
+    integration = Integration("kv")
+    results: list[object] = []
+
+    @integration.command("kv")
+    async def kv(message: RoomMessage) -> None:
+        storage = message.storage
+        await storage.set("a", {"n": [1, 2]})
+        await storage.set("b", True)
+        results.extend([await storage.all(), await storage.delete("a"), await storage.delete("a")])
+        results.append(await storage.all())
+
+    await dispatch(Dispatcher([integration], RecordingRuntime(store)), message("/kv"))
+    assert results == [{"a": {"n": [1, 2]}, "b": True}, True, False, {"b": True}]
+
+
+@pytest.mark.anyio
+async def test_unknown_commands_run_nothing(store: Store) -> None:
+    runtime = RecordingRuntime(store)
+    dispatcher = Dispatcher([_shouter()], runtime)
+    for body in (message("/nope"), message("/"), message("hello"), message("")):
+        assert await dispatch(dispatcher, body) is None
+    assert runtime.posted == [] and await store.scan(runtime.keys.prefix) == []
+
+
+@pytest.mark.anyio
+async def test_a_room_installation_replies_in_its_room_when_the_body_names_none(
+    store: Store,
+) -> None:
+    body = message("/shout x")
+    item = body["item"]
+    assert isinstance(item, dict)
+    del item["room"]
+    reply = await dispatch(Dispatcher([_shouter()], RecordingRuntime(store)), body, room_id=77)
+    assert reply == text("X")
+    with pytest.raises(RequestError, match="no room"):
+        await dispatch(Dispatcher([_shouter()], RecordingRuntime(store)), body)
+
+
+@pytest.mark.anyio
+async def test_malformed_bodies_are_request_errors(store: Store) -> None:
+    dispatcher = Dispatcher([_shouter()], RecordingRuntime(store))
+    with pytest.raises(RequestError, match="event"):
+        await dispatch(dispatcher, {"item": {}})
+    no_sender: dict[str, object] = {
+        "event": "room_message",
+        "item": {"message": {"message": "/shout"}, "room": {"id": 1}},
+    }
+    with pytest.raises(RequestError, match=r"from\.id"):
+        await dispatch(dispatcher, no_sender)
+
+
+def test_webhooks_are_parsed_leniently() -> None:
+    hook = parse_webhook({"event": "room_topic_change", "roomId": "12", "webhook_id": "77"})
+    assert (hook.room and hook.room.id, hook.webhook_id, hook.sender, hook.text) == (
+        12,
+        "77",
+        None,
+        "",
+    )
+    notification = parse_webhook(
+        {"event": "room_notification", "item": {"message": {"from": "CI", "message": "ok"}}}
+    )
+    assert (notification.sender, notification.text, notification.room) == (None, "ok", None)
+
+
+@dataclasses.dataclass
+class UnreachableRuntime(RecordingRuntime):
+    """A runtime whose REST notifications fail, as when HipChat is down."""
+
+    async def post_notification(
+        self, installation: Installation, room_id: int, notification: dict[str, object]
+    ) -> None:
+        raise HipChatAPIError(503, "POST", f"/v2/room/{room_id}/notification", "down")
+
+
+@pytest.mark.anyio
+async def test_a_room_that_cannot_be_told_is_only_logged(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = UnreachableRuntime(store, settings=dataclasses.replace(SETTINGS, reply_window=0))
+    integration = Integration("late")
+
+    @integration.command("late")
+    async def late(message: RoomMessage) -> None:
+        await asyncio.sleep(0.01)
+        await message.reply("too late")
+
+    dispatcher = Dispatcher([integration], runtime)
+    assert await dispatch(dispatcher, message("/late")) is None
+    await dispatcher.drain()
+    messages = [record.getMessage() for record in caplog.records]
+    assert "/late failed" in messages
+    assert any(m.startswith("Could not tell the room: HipChat answered 503") for m in messages)
+
+
+@pytest.mark.anyio
+async def test_storage_that_is_not_an_object_fails_the_handler(store: Store) -> None:
+    runtime = RecordingRuntime(store)
+    await store.put(runtime.keys.storage("oauth-1", "kv"), "[1, 2]")
+    integration = Integration("kv")
+
+    @integration.command("kv")
+    async def kv(message: RoomMessage) -> str:
+        return str(await message.storage.get("a"))
+
+    reply = await dispatch(Dispatcher([integration], runtime), message("/kv"))
+    assert reply == text("/kv failed; the error is logged", color="red")
