@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,22 +19,25 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from addon.approval import ApprovalService
 from addon.descriptor import (
     Capabilities,
-    WebhookSpec,
     build_descriptor,
     load_capabilities,
     validate_descriptor,
 )
 from addon.hosts import HostPolicy
 from addon.installations import InstallationRepository
+from addon.integrations import Integration, help_integration, load_integrations
 from addon.lifecycle import Lifecycle
 from addon.metrics import Metrics
 from addon.routes import exception_handlers, routes
+from addon.runtime import AddonRuntime
 from addon.seal import Sealer
 from addon.settings import Settings, settings_from_process
 from addon.store import Keys, Store, open_store
 from addon.tokens import TokenService
+from addon.webhooks import Dispatcher
 
 __all__ = ["Addon", "create_app", "create_app_from_environ"]
 
@@ -56,22 +59,40 @@ class Addon:
     installations: InstallationRepository
     tokens: TokenService
     lifecycle: Lifecycle
+    approvals: ApprovalService
+    integrations: list[Integration]
+    runtime: AddonRuntime
+    dispatcher: Dispatcher
     now: Callable[[], float]
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
 
-    async def aclose(self) -> None:
-        """Close the HTTP client and the store."""
-        await self.http.aclose()
-        await self.store.close()
+    async def aclose(self, grace: float | None = None) -> None:
+        """Let in-flight commands finish (``grace`` s at most), then close HTTP client and store."""
+        try:
+            await self.dispatcher.drain(grace)
+        finally:
+            await self.http.aclose()
+            await self.store.close()
+
+
+def load_all_integrations(settings: Settings) -> list[Integration]:
+    """The integrations in ``ADDON_INTEGRATIONS_PATH``, plus the built-in ``/help``."""
+    loaded = load_integrations(settings.integrations_path)
+    return [*loaded, help_integration(loaded)]
 
 
 def build_addon_descriptor(
-    settings: Settings, capabilities: Capabilities | None = None
+    settings: Settings,
+    capabilities: Capabilities | None = None,
+    integrations: Sequence[Integration] | None = None,
 ) -> dict[str, Any]:
     """The validated descriptor for ``settings`` (raises ``ConfigError`` when it is broken)."""
     capabilities = capabilities or load_capabilities(settings.capabilities_path)
-    webhooks: list[WebhookSpec] = []
-    descriptor = build_descriptor(settings, capabilities, webhooks)
+    if integrations is None:
+        integrations = load_all_integrations(settings)
+    webhooks = [spec for integration in integrations for spec in integration.webhooks()]
+    scopes = {scope for integration in integrations for scope in integration.scopes}
+    descriptor = build_descriptor(settings, capabilities, webhooks, scopes)
     validate_descriptor(descriptor)
     return descriptor
 
@@ -82,11 +103,13 @@ def build_addon(
     store: Store | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     capabilities: Capabilities | None = None,
+    integrations: Sequence[Integration] | None = None,
     now: Callable[[], float] = time.time,
 ) -> Addon:
     """Build the add-on's resources from ``settings``; ``store``/``transport``/``now`` are seams."""
     capabilities = capabilities or load_capabilities(settings.capabilities_path)
-    descriptor = build_addon_descriptor(settings, capabilities)
+    integrations = list(integrations or load_all_integrations(settings))
+    descriptor = build_addon_descriptor(settings, capabilities, integrations)
     scopes = tuple(descriptor["capabilities"]["hipchatApiConsumer"]["scopes"])
     store = store or open_store(settings.store_url)
     keys = Keys(capabilities.key)
@@ -111,6 +134,10 @@ def build_addon(
         timeout=settings.http_timeout,
         now=now,
     )
+    approvals = ApprovalService(tokens, installations, base_url=settings.base_url, now=now)
+    runtime = AddonRuntime(
+        settings=settings, store=store, keys=keys, tokens=tokens, http=http, user_tokens=approvals
+    )
     return Addon(
         settings=settings,
         capabilities=capabilities,
@@ -123,6 +150,10 @@ def build_addon(
         installations=installations,
         tokens=tokens,
         lifecycle=lifecycle,
+        approvals=approvals,
+        integrations=integrations,
+        runtime=runtime,
+        dispatcher=Dispatcher(integrations, runtime),
         now=now,
     )
 
@@ -133,6 +164,7 @@ def create_app(
     store: Store | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     capabilities: Capabilities | None = None,
+    integrations: Sequence[Integration] | None = None,
     now: Callable[[], float] = time.time,
 ) -> Starlette:
     """The add-on as an ASGI app.
@@ -142,7 +174,12 @@ def create_app(
     ```
     """
     addon = build_addon(
-        settings, store=store, transport=transport, capabilities=capabilities, now=now
+        settings,
+        store=store,
+        transport=transport,
+        capabilities=capabilities,
+        integrations=integrations,
+        now=now,
     )
     if settings.any_host_allowed:
         log.warning("ADDON_HIPCHAT_HOSTS is '*': any public host is accepted (development only)")

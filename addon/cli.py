@@ -1,45 +1,60 @@
 """The ``hipchat-addon`` command line.
 
-``serve`` runs the add-on under uvicorn; ``descriptor`` prints the descriptor; ``check-config``
-validates the settings. The older ``hipchat-integration`` server's flags (``-p``, ``-i``, ``-t``,
-``-l``) are accepted by ``serve`` and by the bare command, so ``hipchat-addon -p 8000`` still works.
+``serve`` runs the add-on under uvicorn; ``descriptor`` prints the descriptor; ``check`` validates
+the settings, the integrations and the descriptor and lists the commands; ``storage`` exports,
+imports or erases the integrations' storage. The older ``hipchat-integration`` server's flags
+(``-p``, ``-i``, ``-t``, ``-l``) are accepted by ``serve`` and by the bare command, so
+``hipchat-addon -p 8000`` still works.
 Flags only override the matching ``ADDON_*`` variables; ``Settings`` reads them in one place.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from addon.errors import ConfigError
+from addon.errors import ConfigError, IntegrationError, RequestError, StoreUnavailable
 from addon.settings import Settings
 
 __all__ = ["main"]
 
-COMMANDS = ("serve", "descriptor", "check-config")
+COMMANDS = ("serve", "descriptor", "check", "check-config", "storage")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hipchat-addon", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run the add-on server")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    serve.add_argument("-p", "--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    serve.add_argument("-i", "--integrations", help="integrations folder (ADDON_INTEGRATIONS_PATH)")
-    serve.add_argument(
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-i", "--integrations", help="integrations folder (ADDON_INTEGRATIONS_PATH)"
+    )
+    common.add_argument(
         "-t",
         "--tokens",
         nargs="+",
         metavar="TOKEN",
         help="static tokens NAME:TOKEN or ROOM_ID:INTEGRATION:TOKEN (ADDON_TOKENS)",
     )
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hipchat-addon", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", parents=[_common()], help="run the add-on server")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("-p", "--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("-l", "--logfile", help="write logs to this file instead of stderr")
-    sub.add_parser("descriptor", help="print the capability descriptor as JSON")
-    sub.add_parser("check-config", help="validate the settings and the descriptor")
+    sub.add_parser("descriptor", parents=[_common()], help="print the descriptor as JSON")
+    for name in ("check", "check-config"):
+        sub.add_parser(name, parents=[_common()], help="validate everything; list the commands")
+    storage = sub.add_parser("storage", parents=[_common()], help="integration storage")
+    storage.add_argument("action", choices=("export", "import", "erase"))
+    storage.add_argument("file", nargs="?", help="JSON file (export: default stdout; import: -)")
     return parser
 
 
@@ -63,21 +78,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_environ(env)
         if args.command == "serve":
             return _serve(args, settings, env)
+        if args.command == "storage":
+            return asyncio.run(_storage(args.action, args.file, settings))
         return _inspect(args.command, settings)
-    except ConfigError as exc:
+    except (ConfigError, IntegrationError, RequestError, StoreUnavailable) as exc:
         print(f"hipchat-addon: {exc}", file=sys.stderr)
         return 2
 
 
 def _inspect(command: str, settings: Settings) -> int:
-    from addon.app import build_addon_descriptor
+    from addon.app import build_addon_descriptor, load_all_integrations
 
-    descriptor = build_addon_descriptor(settings)
+    integrations = load_all_integrations(settings)
+    descriptor = build_addon_descriptor(settings, integrations=integrations)
     if command == "descriptor":
         print(json.dumps(descriptor, indent=2, sort_keys=True))
-    else:
-        print(f"configuration OK: {descriptor['key']} at {settings.base_url}")
+        return 0
+    print(f"configuration OK: {descriptor['key']} at {settings.base_url}")
+    rows = [
+        (command.usage, integration.key, command.help)
+        for integration in integrations
+        for command in integration.commands.values()
+    ]
+    width = max((len(usage) for usage, _, _ in rows), default=0)
+    for usage, key, text in sorted(rows):
+        print(f"  {usage.ljust(width)}  [{key}] {text}")
     return 0
+
+
+async def _storage(action: str, file: str | None, settings: Settings) -> int:
+    from addon.admin import erase_storage, export_storage, import_storage
+    from addon.descriptor import load_capabilities
+    from addon.store import Keys, open_store
+
+    store = open_store(settings.store_url)
+    keys = Keys(load_capabilities(settings.capabilities_path).key)
+    try:
+        if action == "export":
+            text = json.dumps(await export_storage(store, keys), indent=2, sort_keys=True)
+            _write(file, text)
+        elif action == "import":
+            count = await import_storage(store, keys, json.loads(_read(file)))
+            print(f"imported {count} storage entries")
+        else:
+            print(f"erased {await erase_storage(store, keys)} storage entries")
+    finally:
+        await store.close()
+    return 0
+
+
+def _read(file: str | None) -> str:
+    if file in (None, "-"):
+        return sys.stdin.read()
+    return Path(file).read_text(encoding="utf-8")
+
+
+def _write(file: str | None, text: str) -> None:
+    if file in (None, "-"):
+        print(text)
+    else:
+        Path(file).write_text(text + "\n", encoding="utf-8")
 
 
 def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) -> int:

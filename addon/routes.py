@@ -6,9 +6,12 @@ into one status with a JSON body ``{"error": {"status", "type", "message"}}`` in
 
 from __future__ import annotations
 
+import hmac
 import html
 import json
 import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
@@ -23,6 +26,8 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
+from addon.admin import erase_storage, export_storage, import_storage
+from addon.approval import APPROVE_PATH, CALLBACK_PATH
 from addon.descriptor import DESCRIPTOR_PATH
 from addon.errors import (
     AddonError,
@@ -33,7 +38,8 @@ from addon.errors import (
     StoreUnavailable,
     UpstreamError,
 )
-from addon.installations import InstallPayload, oauth_id_from
+from addon.installations import Installation, InstallPayload, oauth_id_from
+from addon.jwt_auth import check_webhook_claims, extract_jwt, verify_jwt
 
 if TYPE_CHECKING:
     from addon.app import Addon
@@ -189,6 +195,121 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse(addon.metrics.render(gauges), media_type="text/plain; version=0.0.4")
 
 
+async def oauth_approve(request: Request) -> Response:
+    """``GET /oauth/approve``: send the browser to HipChat, where the user approves the add-on."""
+    try:
+        target = await _addon(request).approvals.authorize_url(request.query_params)
+    except AddonError as exc:
+        return _approval_failed(request, exc)
+    return RedirectResponse(target, status_code=302)
+
+
+async def oauth_callback(request: Request) -> Response:
+    """``GET /oauth/callback``: HipChat sends the user back here with a code (§4.3)."""
+    addon = _addon(request)
+    try:
+        await addon.approvals.complete(request.query_params)
+    except AddonError as exc:
+        return _approval_failed(request, exc)
+    name = addon.capabilities.name
+    return _approval_page(200, "Approved", f"{name} may now act for you in HipChat.")
+
+
+def _approval_failed(request: Request, exc: AddonError) -> Response:
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+    if status >= 500:
+        log.error("%s: %s", type(exc).__name__, exc, extra={"path": request.url.path})
+    return _approval_page(status, "Approval failed", str(exc))
+
+
+def _approval_page(status: int, title: str, message: str) -> HTMLResponse:
+    page = _APPROVAL.format(title=html.escape(title), message=html.escape(message))
+    # The URL holds a code and a state: keep it out of caches and Referer headers.
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    return HTMLResponse(page, status_code=status, headers=headers)
+
+
+async def webhook(request: Request) -> Response:
+    """``POST /webhook/{event}``: a JWT-signed webhook from HipChat, dispatched to integrations."""
+    addon = _addon(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise RequestError("The webhook body is not a JSON object")
+    token = extract_jwt(request.headers, request.query_params, None)
+    claims = await verify_jwt(
+        token, _secret_for(addon), now=addon.now(), leeway=addon.settings.jwt_leeway
+    )
+    installation = await addon.installations.require(claims.iss)
+    check_webhook_claims(claims, body, installation)
+    if body.get("event") != request.path_params["event"]:
+        raise RequestError("The body's event does not match the webhook URL it was sent to")
+    return await _dispatch(addon, body, installation)
+
+
+async def unsigned_command(request: Request) -> Response:
+    """``POST /commands/{secret}``: opt-in, for deployments that posted unsigned commands."""
+    addon = _addon(request)
+    expected = addon.settings.commands_secret
+    given = request.path_params["secret"]
+    if expected is None or not hmac.compare_digest(given.encode(), expected.value.encode()):
+        raise NotFound("Not Found")
+    body = await read_json(request)
+    oauth_id = body.get("oauth_client_id") if isinstance(body, dict) else None
+    installation = await addon.installations.require(oauth_id_from(oauth_id))
+    return await _dispatch(addon, body, installation)
+
+
+async def _dispatch(addon: Addon, body: Any, installation: Installation) -> Response:
+    request_id = uuid.uuid4().hex
+    reply = await addon.dispatcher.handle(body, installation, request_id=request_id)
+    headers = {"X-Request-Id": request_id}
+    if reply is None:
+        return Response(status_code=204, headers=headers)
+    return JSONResponse(reply, headers=headers)
+
+
+def _secret_for(addon: Addon) -> Callable[[str], Awaitable[str | None]]:
+    async def secret_for(oauth_id: str) -> str | None:
+        # No cache: every replica sees an uninstall at once (one store read per request).
+        installation = await addon.installations.get(oauth_id_from(oauth_id))
+        return None if installation is None else installation.oauth_secret.value
+
+    return secret_for
+
+
+def _require_admin(request: Request) -> Addon:
+    addon = _addon(request)
+    expected = addon.settings.admin_token
+    if expected is None:
+        raise NotFound("The admin API is off; set ADDON_ADMIN_TOKEN to turn it on")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    # Constant-time comparison: the token must not leak through timing.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.value.encode()
+    ):
+        raise AuthError("The admin API needs 'Authorization: Bearer <ADDON_ADMIN_TOKEN>'")
+    return addon
+
+
+async def storage_export(request: Request) -> Response:
+    """``GET /admin/storage``: every integration's storage as JSON."""
+    addon = _require_admin(request)
+    return JSONResponse(await export_storage(addon.store, addon.keys))
+
+
+async def storage_import(request: Request) -> Response:
+    """``PUT /admin/storage``: write an exported document back."""
+    addon = _require_admin(request)
+    count = await import_storage(addon.store, addon.keys, await read_json(request))
+    return JSONResponse({"imported": count})
+
+
+async def storage_erase(request: Request) -> Response:
+    """``DELETE /admin/storage``: erase every integration's storage."""
+    addon = _require_admin(request)
+    return JSONResponse({"erased": await erase_storage(addon.store, addon.keys)})
+
+
 def routes() -> list[BaseRoute]:
     """Every endpoint of the add-on."""
     return [
@@ -201,9 +322,16 @@ def routes() -> list[BaseRoute]:
         Route("/installable/updated", updated, methods=["GET"]),
         Route("/installable/uninstalled", uninstalled, methods=["GET"]),
         Route("/installable/{oauth_id}", uninstall, methods=["DELETE"]),
+        Route(APPROVE_PATH, oauth_approve, methods=["GET"]),
+        Route(CALLBACK_PATH, oauth_callback, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/webhook/{event}", webhook, methods=["POST"]),
+        Route("/commands/{secret}", unsigned_command, methods=["POST"]),
+        Route("/admin/storage", storage_export, methods=["GET"]),
+        Route("/admin/storage", storage_import, methods=["PUT"]),
+        Route("/admin/storage", storage_erase, methods=["DELETE"]),
     ]
 
 
@@ -219,4 +347,10 @@ descriptor URL</em>): <code>{descriptor}</code></p>
 <label>HipChat server <input name="hipchat" value="{host}" required></label>
 <label>Room (optional) <input name="room"></label>
 <button type="submit">Install</button></form></body></html>
+"""
+
+_APPROVAL = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;line-height:1.5}}</style></head>
+<body><h1>{title}</h1><p>{message}</p><p>You can close this tab.</p></body></html>
 """

@@ -4,6 +4,14 @@
 ``TokenService`` caches add-on tokens (``client_credentials``) in the store for ``expires_in`` less
 a margin, and refreshes them single-flight: one asyncio lock per (installation, scopes) inside a
 process, and a store lock with a re-check after acquiring it across processes and replicas.
+User tokens (``authorization_code``/``refresh_token``) are kept by ``addon.approval``.
+
+How the token endpoint's refusals are read:
+
+- a 401 to ``client_credentials`` raises ``ClientGone``: the OAuth client was deleted (§2.4);
+- a 400 or 401 to a user grant raises ``ApprovalRequired``: the code or refresh token is spent
+  or revoked, and only the user approving again helps;
+- anything else (another status, a timeout, a body we cannot read) raises ``TokenError``.
 """
 
 from __future__ import annotations
@@ -12,12 +20,14 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
-from addon.errors import ClientGone, RequestError, TokenError
+from addon.errors import ApprovalRequired, ClientGone, RequestError, TokenError
 from addon.installations import Installation
 from addon.seal import Sealer
 from addon.store import Keys, Store, lock
@@ -28,6 +38,9 @@ log = logging.getLogger("addon.tokens")
 
 #: Refresh this long before HipChat says a token expires (the samples used 60-120 s).
 DEFAULT_MARGIN = 120.0
+#: How long a refresh may hold the store lock; longer than any token request may take.
+LOCK_TTL = 30.0
+_USER_GRANTS = frozenset({"authorization_code", "refresh_token"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,26 +82,39 @@ async def fetch_token(
 ) -> AccessToken:
     """POST ``form`` to the installation's token endpoint with HTTP Basic client authentication.
 
-    A 401 raises ``ClientGone`` (the OAuth client was deleted); any other failure ``TokenError``.
+    The whole exchange must finish within the client's timeout. Refusals raise ``ClientGone`` or
+    ``ApprovalRequired`` as the module docstring says; any other failure raises ``TokenError``.
     """
-    auth = httpx.BasicAuth(installation.oauth_id, installation.oauth_secret.value)
+    grant = form["grant_type"]
     where = f"the token endpoint of {installation.oauth_id!r}"
+    auth = httpx.BasicAuth(installation.oauth_id, installation.oauth_secret.value)
     try:
-        response = await http.post(installation.token_url, data=dict(form), auth=auth)
-    except httpx.HTTPError as exc:
+        # httpx times each read on its own (and ASGITransport not at all): bound the whole call.
+        async with asyncio.timeout(request_deadline(http)):
+            response = await http.post(installation.token_url, data=dict(form), auth=auth)
+    except (httpx.HTTPError, TimeoutError) as exc:
         raise TokenError(f"{where} could not be reached ({type(exc).__name__})") from exc
+    if grant in _USER_GRANTS and response.status_code in (400, 401):
+        raise ApprovalRequired(f"{where} refused the {grant} grant; the user must approve again")
     if response.status_code == 401:
         raise ClientGone(f"{where} refused the client credentials; was the add-on uninstalled?")
     if response.status_code != 200:
-        raise TokenError(f"{where} answered {response.status_code} to a {form['grant_type']} grant")
+        raise TokenError(f"{where} answered {response.status_code} to a {grant} grant")
     return _parse_token(response, now=now, where=where)
+
+
+def request_deadline(http: httpx.AsyncClient) -> float | None:
+    """The longest of ``http``'s timeouts: what one whole request may take (None: no limit)."""
+    timeout = http.timeout
+    limits = [t for t in (timeout.connect, timeout.read, timeout.write, timeout.pool) if t]
+    return max(limits) if limits else None
 
 
 def _parse_token(response: httpx.Response, *, now: float, where: str) -> AccessToken:
     try:
         data = response.json()
         token, expires_in = data["access_token"], float(data.get("expires_in", 3600))
-        if not isinstance(token, str) or not token or expires_in <= 0:
+        if not isinstance(token, str) or not token or not 0 < expires_in < math.inf:
             raise ValueError("empty token or lifetime")
     except (ValueError, KeyError, TypeError) as exc:
         raise TokenError(f"{where} answered a token response we cannot read") from exc
@@ -126,28 +152,38 @@ class TokenService:
         self.store, self.keys, self.sealer, self.http = store, keys, sealer, http
         self.margin = margin
         self.now = now
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per key while someone waits on it; idle locks go away with their last user.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def addon_token(
         self, installation: Installation, scopes: Sequence[str] | None = None
     ) -> AccessToken:
-        """A valid add-on token for ``installation`` with ``scopes`` (default: all granted)."""
+        """A valid add-on token for ``installation`` with ``scopes`` (None or empty: all granted).
+
+        Raises ``RequestError`` for scopes the installation was not granted, ``ClientGone`` when
+        the OAuth client was deleted, and ``TokenError`` when the token endpoint fails.
+        """
         wanted = self._scopes(installation, scopes)
         key = self.keys.token(installation.oauth_id, wanted)
         cached = await self._cached(key)
         if cached is not None:
             return cached
-        local = self._locks.setdefault(key, asyncio.Lock())
-        async with local:
+        async with self.local_lock(key):
             cached = await self._cached(key)
             if cached is not None:
                 return cached
             lock_key = self.keys.token_lock(installation.oauth_id, wanted)
-            async with lock(self.store, lock_key, ttl=30.0, wait=30.0):
+            # Without the store lock after ``wait`` (a stuck holder), fetch anyway: a second
+            # client_credentials token costs nothing, while failing the request would.
+            async with lock(self.store, lock_key, ttl=LOCK_TTL, wait=LOCK_TTL):
                 cached = await self._cached(key)
                 if cached is not None:
                     return cached
                 return await self._refresh(installation, wanted, key)
+
+    async def grant(self, installation: Installation, form: Mapping[str, str]) -> AccessToken:
+        """POST one grant to ``installation``'s token endpoint (``fetch_token`` on our client)."""
+        return await fetch_token(self.http, installation, form, now=self.now())
 
     async def remember(self, installation: Installation, token: AccessToken) -> None:
         """Cache ``token`` (obtained elsewhere, e.g. while installing) for its scopes."""
@@ -158,10 +194,12 @@ class TokenService:
         """Drop the cached token when it is ``access_token`` (HipChat answered 401 to it)."""
         for key in await self.store.scan(self.keys.token(installation.oauth_id, ())):
             raw = await self.store.get(key)
-            if raw is not None and AccessToken.from_record(raw, self.sealer).access_token == (
+            if raw is None or AccessToken.from_record(raw, self.sealer).access_token != (
                 access_token
             ):
-                await self.store.delete(key)
+                continue
+            # Only that very record: a token another replica fetched meanwhile stays.
+            await self.store.delete_if_equal(key, raw)
 
     def source(
         self, installation: Installation, scopes: Sequence[str] | None = None
@@ -169,37 +207,48 @@ class TokenService:
         """A token source for ``HipChatClient`` acting as the add-on in ``installation``."""
         return AddonTokenSource(self, installation, scopes)
 
+    def local_lock(self, key: str) -> asyncio.Lock:
+        """This process's lock for ``key`` (the first level of single-flight)."""
+        found = self._locks.get(key)
+        if found is None:
+            found = self._locks[key] = asyncio.Lock()
+        return found
+
     async def _cached(self, key: str) -> AccessToken | None:
         raw = await self.store.get(key)
         if raw is None:
             return None
         token = AccessToken.from_record(raw, self.sealer)
-        return token if token.expires_at - self.now() > 0 else None
+        return token if token.expires_at > self.now() else None
 
     async def _refresh(
         self, installation: Installation, scopes: tuple[str, ...], key: str
     ) -> AccessToken:
         form = {"grant_type": "client_credentials", "scope": " ".join(scopes)}
         try:
-            token = await fetch_token(self.http, installation, form, now=self.now())
+            token = await self.grant(installation, form)
         except ClientGone:
             await self.store.put(self.keys.client_gone(installation.oauth_id), "1", ttl=86400)
             raise
         if not token.scopes:
             token = dataclasses.replace(token, scopes=scopes)
-        await self._store(key, token)
         log.info("fetched add-on token", extra={"oauth_id": installation.oauth_id})
-        return token
+        return await self._store(key, token)
 
-    async def _store(self, key: str, token: AccessToken) -> None:
-        ttl = cache_lifetime(token, now=self.now(), margin=self.margin)
+    async def _store(self, key: str, token: AccessToken) -> AccessToken:
+        """Cache ``token``; return it as cached (``expires_at`` is when the cache gives it up)."""
+        now = self.now()
+        ttl = cache_lifetime(token, now=now, margin=self.margin)
+        stored = dataclasses.replace(token, expires_at=now + ttl)
         if ttl > 0:
-            stored = dataclasses.replace(token, expires_at=self.now() + ttl)
             await self.store.put(key, stored.to_record(self.sealer), ttl=ttl)
+        return stored
 
     @staticmethod
     def _scopes(installation: Installation, scopes: Sequence[str] | None) -> tuple[str, ...]:
-        wanted = tuple(sorted(set(installation.scopes if scopes is None else scopes)))
+        if isinstance(scopes, str):
+            raise TypeError(f"scopes must be a list of scope names, not the string {scopes!r}")
+        wanted = tuple(sorted(set(scopes or installation.scopes)))
         extra = set(wanted) - set(installation.scopes)
         if extra:
             raise RequestError(

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -184,7 +184,7 @@ async def app(settings: Settings, store: Store, hipchat: FakeHipChat) -> AsyncIt
     """The add-on on ``store`` (Redis and SQLite), talking to ``hipchat`` in-process."""
     app = make_app(settings, store, hipchat)
     yield app
-    await app.state.addon.http.aclose()
+    await app.state.addon.aclose(grace=5)
 
 
 @pytest.fixture
@@ -194,3 +194,25 @@ async def addon(
     """An HTTP client reaching ``app`` in-process, as HipChat does."""
     async with hipchat.connect(app, settings.base_url) as client:
         yield client
+
+
+@pytest.fixture
+async def reopen_store(
+    store: Store, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[[], Store]]:
+    """Opens another store object on the same data as ``store`` (a restart of the add-on)."""
+    opened: list[Store] = []
+
+    def reopen() -> Store:
+        again: Store
+        if isinstance(store, RedisStore):
+            again = RedisStore(request.getfixturevalue("redis_url"), namespace=store.namespace)
+        else:
+            assert isinstance(store, SQLiteStore)
+            again = SQLiteStore(f"sqlite:///{store.path}")
+        opened.append(again)
+        return again
+
+    yield reopen
+    for again in opened:
+        await again.close()

@@ -36,6 +36,14 @@ def test_check_config_reports_ok(
     assert "configuration OK" in capsys.readouterr().out
 
 
+def test_a_missing_integrations_folder_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ADDON_CAPABILITIES_PATH", str(REPO / "capabilities"))
+    assert main(["descriptor", "-i", str(tmp_path / "nowhere")]) == 2
+    assert "ADDON_INTEGRATIONS_PATH" in capsys.readouterr().err
+
+
 def test_a_bad_setting_exits_2_with_one_sentence(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,7 +109,7 @@ def test_serve_uses_redis_when_configured(
     tmp_path: Path, redis_url: str, stopped: list[subprocess.Popen[bytes]]
 ) -> None:
     port = free_port()
-    env = {"ADDON_STORE_URL": redis_url}
+    env = {"ADDON_STORE_URL": redis_url, "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations")}
     process = serve(tmp_path, port, env, "serve", "--port", str(port))
     stopped.append(process)
     wait_until_up(f"http://127.0.0.1:{port}/readyz", process)

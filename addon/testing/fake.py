@@ -1,8 +1,9 @@
 """``FakeHipChat``: a real HTTP peer that plays HipChat, for our tests and integration authors'.
 
 It serves what an add-on calls (the capabilities document, the OAuth token endpoint, one-time
-installable documents, the REST API) and drives the add-on as HipChat would: install, update and
-uninstall in either flow. It records every call it receives. Wire it in-process both ways:
+installable documents, the REST API, the user approval page) and drives the add-on as HipChat
+would: install, update and uninstall in either flow. It records every call it receives. Wire it
+in-process both ways:
 
 ```python
 hipchat = FakeHipChat()
@@ -18,18 +19,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import datetime
+import re
 import secrets
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from addon.jwt_auth import sign_jwt
+from addon.testing.api import FakeRestAPI
 
 __all__ = ["Call", "FakeHipChat", "FakeHipChatError", "Installed", "OAuthClient"]
 
@@ -63,6 +69,8 @@ class OAuthClient:
     room_id: int | None
     scopes: tuple[str, ...]
     revoked: bool = False
+    redirection_urls: tuple[str, ...] = ()
+    """The descriptor's ``oauth2Consumer.redirectionUrls`` (empty: any ``redirect_uri``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +81,13 @@ class Installed:
     oauth_secret: str
     group_id: int
     room_id: int | None
-    response: httpx.Response
+    response: httpx.Response = dataclasses.field(repr=False, compare=False)
+    addon: httpx.AsyncClient = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def room(self) -> int:
+        """The room messages go to by default (room 1 for a global installation)."""
+        return 1 if self.room_id is None else self.room_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +98,16 @@ class IssuedToken:
     scopes: tuple[str, ...]
     expires_at: float
     user_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _UserGrant:
+    """What a one-time authorization code or a refresh token stands for."""
+
+    oauth_id: str
+    user_id: str
+    scopes: tuple[str, ...]
+    redirect_uri: str = ""
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
@@ -115,7 +139,13 @@ class FakeHipChat:
         self.token_failures: list[int] = []
         self.token_delay = 0.0
         self._installables: dict[str, dict[str, Any]] = {}
-        self.app = Starlette(routes=self._routes())
+        self.approving_user = "1"
+        """The HipChat user who approves at ``/users/authorize`` (the one logged in)."""
+        self.declines_approval = False
+        self._codes: dict[str, _UserGrant] = {}
+        self.refresh_tokens: dict[str, _UserGrant] = {}
+        self.api = FakeRestAPI(is_valid_token=self.is_valid_token, now=now)
+        self.app = Starlette(routes=[*self._routes(), self.api.mount("/v2")])
 
     # -- the HipChat side of the wire -------------------------------------------------------
 
@@ -158,11 +188,112 @@ class FakeHipChat:
         """Revoke an OAuth client: its tokens stop working and the token endpoint answers 401."""
         self.clients[oauth_id].revoked = True
 
+    def revoke_user(self, user_id: str) -> None:
+        """The user withdraws their approvals: their tokens stop working, refreshes are refused."""
+        for token, grant in list(self.refresh_tokens.items()):
+            if grant.user_id == user_id:
+                del self.refresh_tokens[token]
+        for token, issued in list(self.tokens.items()):
+            if issued.user_id == user_id:
+                self.tokens[token] = dataclasses.replace(issued, expires_at=0)
+
+    def notifications(self, room: int | str | Installed) -> list[str]:
+        """The texts the add-on posted to ``room``, through the REST API or as webhook replies."""
+        return self.api.notifications(room.room if isinstance(room, Installed) else room)
+
+    def notification_bodies(self, room: int | str | Installed) -> list[dict[str, Any]]:
+        """The full notification bodies posted to ``room`` (color, format, card...)."""
+        return self.api.notification_bodies(room.room if isinstance(room, Installed) else room)
+
+    async def send_message(
+        self,
+        installed: Installed,
+        text: str,
+        *,
+        room_id: int | None = None,
+        sender_id: int = 1001,
+        message_id: str | None = None,
+        token: str | None = None,
+    ) -> httpx.Response | None:
+        """Type ``text`` in a room: deliver a signed ``room_message`` webhook, as HipChat does.
+
+        Every descriptor webhook whose pattern matches gets it; a JSON reply is posted to the
+        room, as HipChat posts it. Returns the first response, or None when nothing matched.
+        ``token`` replaces the JWT (to test bad signatures).
+        """
+        room = installed.room if room_id is None else room_id
+        item = {"message": self.message(text, sender_id, message_id), "room": self.room(room)}
+        return await self.send_event(installed, "room_message", item, sender_id, token, text)
+
+    async def send_event(
+        self,
+        installed: Installed,
+        event: str,
+        item: dict[str, Any],
+        sender_id: int | None = None,
+        token: str | None = None,
+        text: str | None = None,
+    ) -> httpx.Response | None:
+        """Deliver a signed webhook of ``event`` with ``item`` to every webhook that wants it."""
+        descriptor = await self.descriptor(installed.addon)
+        room = item["room"]["id"]
+        body = {"event": event, "item": item, "oauth_client_id": installed.oauth_id}
+        first: httpx.Response | None = None
+        for index, hook in enumerate(descriptor["capabilities"].get("webhook", [])):
+            if hook["event"] != event or (
+                text is not None and "pattern" in hook and not re.search(hook["pattern"], text)
+            ):
+                continue
+            signed = token or sign_jwt(
+                installed.oauth_id,
+                installed.oauth_secret,
+                now=self.now(),
+                sub=sender_id,
+                room_id=room,
+            )
+            response = await installed.addon.post(
+                hook["url"],
+                json={**body, "webhook_id": index},
+                headers={"Authorization": f"JWT {signed}"},
+            )
+            if response.status_code == 200 and response.content:
+                self.api.add_notification(room, response.json())
+            first = first or response
+        return first
+
+    def message(
+        self, text: str, sender_id: int = 1001, message_id: str | None = None
+    ) -> dict[str, Any]:
+        """A ``room_message`` item's message, as HipChat sends it."""
+        return {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(),
+            "from": {
+                "id": sender_id,
+                "links": {"self": f"{self.api_url}user/{sender_id}"},
+                "mention_name": f"user{sender_id}",
+                "name": f"User {sender_id}",
+            },
+            "id": message_id or str(uuid.uuid4()),
+            "mentions": [],
+            "message": text,
+            "type": "message",
+        }
+
+    def room(self, room_id: int) -> dict[str, Any]:
+        """A webhook item's room, as HipChat sends it."""
+        links = f"{self.api_url}room/{room_id}"
+        return {
+            "id": room_id,
+            "links": {"self": links, "webhooks": f"{links}/webhook"},
+            "name": f"Room {room_id}",
+        }
+
     def _routes(self) -> list[Route]:
         return [
             Route("/v2/capabilities", self._capabilities, methods=["GET"]),
             Route("/v2/oauth/token", self._token, methods=["POST"]),
             Route("/v2/addon/installable/{token}", self._installable, methods=["GET"]),
+            Route("/users/authorize", self._authorize, methods=["GET"]),
         ]
 
     def _capabilities_document(self) -> dict[str, Any]:
@@ -219,12 +350,64 @@ class FakeHipChat:
         client = self._authenticate(call.headers.get("authorization", ""))
         if client is None:
             return _error(401, "Invalid OAuth client credentials", "Unauthorized")
-        if call.form.get("grant_type") != "client_credentials":
+        grant_type = call.form.get("grant_type")
+        if grant_type == "authorization_code":
+            return self._authorization_code(client, call.form)
+        if grant_type == "refresh_token":
+            return self._refresh_token(client, call.form)
+        if grant_type != "client_credentials":
             return _error(400, "Unsupported grant_type", "Bad Request")
         scopes = tuple(call.form.get("scope", " ".join(client.scopes)).split())
         if not set(scopes) <= set(client.scopes):
             return _error(400, "Requested scopes were not granted", "Bad Request")
         return self._issue(client, scopes)
+
+    def _authorization_code(self, client: OAuthClient, form: dict[str, str]) -> Response:
+        # A code works once, for the client and the redirect URI it was issued to (§4.3).
+        grant = self._codes.pop(form.get("code", ""), None)
+        redirect_uri = form.get("redirect_uri", form.get("redirect_url"))
+        if grant is None or grant.oauth_id != client.oauth_id:
+            return _error(400, "Invalid or already used authorization code", "Bad Request")
+        if redirect_uri != grant.redirect_uri:
+            return _error(400, "redirect_uri does not match the authorization", "Bad Request")
+        return self._issue(client, grant.scopes, grant.user_id)
+
+    def _refresh_token(self, client: OAuthClient, form: dict[str, str]) -> Response:
+        # Rotation: each refresh token works once; the answer carries its successor.
+        grant = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+        if grant is None or grant.oauth_id != client.oauth_id:
+            return _error(400, "Invalid or revoked refresh token", "Bad Request")
+        scopes = tuple(form.get("scope", " ".join(grant.scopes)).split())
+        if not set(scopes) <= set(grant.scopes):
+            return _error(400, "Requested scopes exceed the user's approval", "Bad Request")
+        return self._issue(client, scopes, grant.user_id)
+
+    async def _authorize(self, request: Request) -> Response:
+        """HipChat's approval page, on which ``approving_user`` approves at once."""
+        call = await self._record(request)
+        query = call.query
+        client = self.clients.get(query.get("client_id", ""))
+        redirect_uri = query.get("redirect_uri", "")
+        scopes = tuple(query.get("scope", "").split()) or (client.scopes if client else ())
+        if client is None or client.revoked:
+            return _error(400, "Unknown client_id", "Bad Request")
+        if query.get("response_type") != "code" or not redirect_uri:
+            return _error(400, "response_type=code and redirect_uri are required", "Bad Request")
+        if client.redirection_urls and redirect_uri not in client.redirection_urls:
+            return _error(400, "redirect_uri is not one of redirectionUrls", "Bad Request")
+        if not set(scopes) <= set(client.scopes):
+            return _error(400, "Requested scopes were not granted", "Bad Request")
+        answer = {"error": "access_denied"}
+        if not self.declines_approval:
+            code = secrets.token_urlsafe(16)
+            self._codes[code] = _UserGrant(
+                client.oauth_id, self.approving_user, scopes, redirect_uri
+            )
+            answer = {"code": code}
+        if "state" in query:
+            answer["state"] = query["state"]
+        separator = "&" if urlsplit(redirect_uri).query else "?"
+        return RedirectResponse(f"{redirect_uri}{separator}{urlencode(answer)}", 302)
 
     def _authenticate(self, header: str) -> OAuthClient | None:
         kind, _, encoded = header.partition(" ")
@@ -257,6 +440,10 @@ class FakeHipChat:
             "scope": " ".join(scopes),
             "token_type": "bearer",
         }
+        if user_id is not None:  # user tokens come with a refresh token (§4.1)
+            refresh_token = secrets.token_urlsafe(30)
+            self.refresh_tokens[refresh_token] = _UserGrant(client.oauth_id, user_id, scopes)
+            body["refresh_token"] = refresh_token
         return JSONResponse(body)
 
     # -- HipChat driving the add-on ---------------------------------------------------------
@@ -288,6 +475,8 @@ class FakeHipChat:
             oauth_id=oauth_id,
             scopes=tuple(descriptor["capabilities"]["hipchatApiConsumer"]["scopes"]),
         )
+        consumer = descriptor["capabilities"].get("oauth2Consumer", {})
+        client.redirection_urls = tuple(consumer.get("redirectionUrls", ()))
         installable = descriptor["capabilities"]["installable"]
         if "callbackUrl" in installable:
             response = await addon.post(installable["callbackUrl"], json=self.payload(client))
@@ -296,7 +485,7 @@ class FakeHipChat:
         if not (response.is_success or self._redirected_back(response)):
             del self.clients[client.oauth_id]
             raise FakeHipChatError(f"install answered {response.status_code}", response)
-        return Installed(client.oauth_id, client.oauth_secret, group_id, room_id, response)
+        return Installed(client.oauth_id, client.oauth_secret, group_id, room_id, response, addon)
 
     async def update(self, addon: httpx.AsyncClient, installed: Installed) -> httpx.Response:
         """Re-install (update) the add-on, keeping its oauth_id."""

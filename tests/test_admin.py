@@ -1,0 +1,138 @@
+"""Storage export / import / erase: admin API (bearer ADDON_ADMIN_TOKEN) and CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from addon.cli import main
+from addon.settings import Secret, Settings
+from addon.store import Store
+from addon.testing import FakeHipChat, Installed
+from tests.helpers import REPO, make_app
+
+pytestmark = pytest.mark.anyio
+
+ADMIN = "admin-token-" + "x" * 20
+
+
+@pytest.fixture
+async def admin_app(
+    settings: Settings, store: Store, hipchat: FakeHipChat
+) -> AsyncIterator[Starlette]:
+    app = make_app(dataclasses.replace(settings, admin_token=Secret(ADMIN)), store, hipchat)
+    yield app
+    await app.state.addon.aclose()
+
+
+@pytest.fixture
+async def room(
+    admin_app: Starlette, hipchat: FakeHipChat, settings: Settings
+) -> AsyncIterator[Installed]:
+    async with hipchat.connect(admin_app, settings.base_url) as addon:
+        yield await hipchat.install(addon, room_id=1)
+
+
+def bearer(token: str = ADMIN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_export_erase_import_round_trip(hipchat: FakeHipChat, room: Installed) -> None:
+    await hipchat.send_message(room, "/remember color blue")
+    await hipchat.send_message(room, "/ping")
+
+    exported = (await room.addon.get("/admin/storage", headers=bearer())).json()
+    assert exported["storage"][f"{room.oauth_id}/remember"] == {"color": "blue"}
+    assert exported["storage"]["global/ping"] == {"count": 1}
+
+    erased = await room.addon.delete("/admin/storage", headers=bearer())
+    assert erased.json() == {"erased": 2}
+    await hipchat.send_message(room, "/recall color")
+
+    imported = await room.addon.put("/admin/storage", json=exported, headers=bearer())
+    assert imported.json() == {"imported": 2}
+    await hipchat.send_message(room, "/recall color")
+    assert (await room.addon.get("/admin/storage", headers=bearer())).json() == exported
+    assert hipchat.notifications(room)[-2:] == ["Nothing under 'color'.", "color: blue"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, bearer("wrong-token-" + "x" * 20), {"Authorization": ADMIN}, bearer(ADMIN + "x")],
+    ids=["missing", "wrong", "no-scheme", "longer"],
+)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_admin_endpoints_refuse_missing_and_wrong_tokens(
+    hipchat: FakeHipChat, room: Installed, method: str, headers: dict[str, str]
+) -> None:
+    await hipchat.send_message(room, "/remember color blue")
+    response = await room.addon.request(
+        method, "/admin/storage", headers=headers, json={"storage": {}}
+    )
+    assert response.status_code == 401
+    assert ADMIN not in response.text
+    exported = (await room.addon.get("/admin/storage", headers=bearer())).json()
+    assert exported["storage"][f"{room.oauth_id}/remember"] == {"color": "blue"}
+
+
+async def test_the_admin_api_is_off_without_a_token(addon: httpx.AsyncClient) -> None:
+    response = await addon.get("/admin/storage", headers=bearer())
+    assert response.status_code == 404
+    assert "ADDON_ADMIN_TOKEN" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"storage": []},
+        {"storage": {"../../etc/passwd": {}}},
+        {"storage": {"global/../x": {}}},
+        {"storage": {"global/echo": "not an object"}},
+        {"storage": {"global/echo": {}, "bad name/x": {}}},
+    ],
+)
+async def test_a_bad_import_changes_nothing(
+    hipchat: FakeHipChat, room: Installed, document: object
+) -> None:
+    await hipchat.send_message(room, "/remember color blue")
+    before = (await room.addon.get("/admin/storage", headers=bearer())).json()
+
+    response = await room.addon.put("/admin/storage", json=document, headers=bearer())
+
+    assert response.status_code == 400
+    assert (await room.addon.get("/admin/storage", headers=bearer())).json() == before
+
+
+def test_cli_storage_export_import_erase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ADDON_STORE_URL", f"sqlite:///{tmp_path / 'addon.db'}")
+    monkeypatch.setenv("ADDON_CAPABILITIES_PATH", str(REPO / "capabilities"))
+    document = {"storage": {"global/ping": {"count": 3}, "abc/remember": {"k": "v"}}}
+    (tmp_path / "in.json").write_text(json.dumps(document))
+
+    assert main(["storage", "import", str(tmp_path / "in.json")]) == 0
+    assert main(["storage", "export", str(tmp_path / "out.json")]) == 0
+    assert json.loads((tmp_path / "out.json").read_text()) == document
+    assert main(["storage", "erase"]) == 0
+    assert main(["storage", "export"]) == 0
+    out = capsys.readouterr().out
+    assert "imported 2 storage entries" in out and "erased 2 storage entries" in out
+    assert json.loads(out[out.index("{") :]) == {"storage": {}}
+
+
+def test_cli_check_lists_every_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ADDON_CAPABILITIES_PATH", str(REPO / "capabilities"))
+    assert main(["check", "-i", str(REPO / "integrations")]) == 0
+    out = capsys.readouterr().out
+    for usage in ("/echo <text>", "/remember <key> <value>", "/card", "/ping", "/help"):
+        assert usage in out

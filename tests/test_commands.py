@@ -1,0 +1,271 @@
+"""Slash commands end to end: the fake HipChat types in a room, the add-on answers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from starlette.applications import Starlette
+
+from addon import Integration, RoomMessage
+from addon.app import create_app
+from addon.integrations import help_integration, load_integrations
+from addon.jwt_auth import sign_jwt
+from addon.settings import Settings
+from addon.store import Store
+from addon.testing import FakeHipChat, Installed
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.anyio
+
+trouble = Integration(key="trouble", name="Trouble")
+
+
+@trouble.command("slow", help="Answers after the reply window")
+async def slow(message: RoomMessage) -> None:
+    await asyncio.sleep(0.4)
+    await message.reply("late but here")
+
+
+@trouble.command("boom", help="Raises")
+async def boom(message: RoomMessage) -> None:
+    raise RuntimeError("internal detail with oauthSecret=hunter2")
+
+
+@trouble.command("hang", help="Never answers")
+async def hang(message: RoomMessage) -> None:
+    await asyncio.sleep(60)
+
+
+@trouble.command("count", help="Counts its runs")
+async def count(message: RoomMessage) -> None:
+    runs = await message.storage.get("runs", 0)
+    assert isinstance(runs, int)
+    await message.storage.set("runs", runs + 1)
+    await message.reply(f"run {runs + 1}")
+
+
+def integrations() -> list[Integration]:
+    loaded = [*load_integrations(REPO / "integrations"), trouble]
+    return [*loaded, help_integration(loaded)]
+
+
+@pytest.fixture
+async def commands_app(
+    settings: Settings, store: Store, hipchat: FakeHipChat
+) -> AsyncIterator[Starlette]:
+    quick = dataclasses.replace(settings, reply_window=0.2, command_timeout=1.0)
+    app = create_app(quick, store=store, transport=hipchat.transport(), integrations=integrations())
+    yield app
+    await app.state.addon.aclose(grace=2)
+
+
+@pytest.fixture
+async def room(
+    commands_app: Starlette, hipchat: FakeHipChat, settings: Settings
+) -> AsyncIterator[Installed]:
+    async with hipchat.connect(commands_app, settings.base_url) as addon:
+        yield await hipchat.install(addon, room_id=1)
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 3.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_echo_answers_in_the_webhook_response(hipchat: FakeHipChat, room: Installed) -> None:
+    response = await hipchat.send_message(room, "/echo hello")
+
+    assert response is not None and response.status_code == 200
+    assert response.json()["message"] == "hello"
+    assert hipchat.notifications(room) == ["hello"]
+
+
+async def test_a_slow_reply_arrives_through_the_rest_api(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    response = await hipchat.send_message(room, "/slow")
+
+    assert response is not None and response.status_code == 204
+    await eventually(lambda: hipchat.notifications(room) == ["late but here"])
+    posted = hipchat.api.requests_for("send_room_notification")
+    assert posted[-1].headers["authorization"].startswith("Bearer ")
+
+
+async def test_a_raising_command_gives_a_red_notice_without_details(
+    hipchat: FakeHipChat, room: Installed, caplog: pytest.LogCaptureFixture
+) -> None:
+    await hipchat.send_message(room, "/boom")
+
+    await eventually(lambda: len(hipchat.notifications(room)) == 1)
+    notice = hipchat.notification_bodies(room)[0]
+    assert notice["color"] == "red"
+    assert "/boom" in notice["message"]
+    assert "hunter2" not in notice["message"] and "Traceback" not in notice["message"]
+    assert any("RuntimeError" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+async def test_a_hanging_command_times_out_and_the_room_is_told(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    await hipchat.send_message(room, "/hang")
+
+    await eventually(lambda: len(hipchat.notifications(room)) == 1)
+    notice = hipchat.notification_bodies(room)[0]
+    assert notice["color"] == "red" and "/hang" in notice["message"]
+
+
+async def test_the_same_message_delivered_twice_runs_once(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    first = await hipchat.send_message(room, "/count", message_id="m-1")
+    second = await hipchat.send_message(room, "/count", message_id="m-1")
+    third = await hipchat.send_message(room, "/count", message_id="m-2")
+
+    assert first is not None and second is not None and third is not None
+    assert (first.status_code, second.status_code, third.status_code) == (200, 204, 200)
+    assert hipchat.notifications(room) == ["run 1", "run 2"]
+
+
+async def test_help_lists_every_command(hipchat: FakeHipChat, room: Installed) -> None:
+    await hipchat.send_message(room, "/help")
+
+    (text,) = hipchat.notifications(room)
+    for command in ("/echo", "/remember", "/recall", "/forget", "/card", "/ping", "/slow", "/help"):
+        assert command in text
+
+
+async def test_remember_and_recall_share_storage(hipchat: FakeHipChat, room: Installed) -> None:
+    await hipchat.send_message(room, "/remember color blue")
+    await hipchat.send_message(room, "/recall color")
+    assert hipchat.notifications(room) == ["Remembered color.", "color: blue"]
+
+
+async def test_the_card_example_sends_a_card(hipchat: FakeHipChat, room: Installed) -> None:
+    await hipchat.send_message(room, "/card Release 1.0")
+    (body,) = hipchat.notification_bodies(room)
+    assert body["card"]["title"] == "Release 1.0"
+    assert body["message"]
+
+
+async def test_the_seed_style_ping_runs_unchanged(hipchat: FakeHipChat, room: Installed) -> None:
+    await hipchat.send_message(room, "/ping")
+    await hipchat.send_message(room, "/ping again")
+    assert hipchat.notifications(room) == [
+        "pong (for User 1001, ping #1)",
+        "pong: again (for User 1001, ping #2)",
+    ]
+
+
+@pytest.mark.parametrize("text", ["/../../etc/passwd", "/os", "/sys", "/__init__", "/echo/../os"])
+async def test_a_command_name_cannot_select_anything_but_an_integration(
+    hipchat: FakeHipChat, room: Installed, text: str
+) -> None:
+    client = hipchat.clients[room.oauth_id]
+    body = {
+        "event": "room_message",
+        "item": {"message": hipchat.message(text), "room": hipchat.room(1)},
+        "oauth_client_id": client.oauth_id,
+    }
+    token = sign_jwt(room.oauth_id, room.oauth_secret, now=time.time(), sub=1001, room_id=1)
+    response = await room.addon.post(
+        "/webhook/room_message", json=body, headers={"Authorization": f"JWT {token}"}
+    )
+
+    assert response.status_code == 204
+    assert hipchat.notifications(room) == []
+
+
+async def test_a_global_installation_answers_in_any_room(
+    commands_app: Starlette, hipchat: FakeHipChat, settings: Settings
+) -> None:
+    async with hipchat.connect(commands_app, settings.base_url) as addon:
+        group = await hipchat.install(addon)
+        await hipchat.send_message(group, "/echo in five", room_id=5)
+        await hipchat.send_message(group, "/echo in six", room_id=6)
+    assert hipchat.notifications(5) == ["in five"]
+    assert hipchat.notifications(6) == ["in six"]
+
+
+async def test_messages_that_match_no_command_get_no_answer(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    assert await hipchat.send_message(room, "just chatting") is None
+    assert hipchat.notifications(room) == []
+
+
+async def test_http_clients_see_the_request_id(hipchat: FakeHipChat, room: Installed) -> None:
+    response = await hipchat.send_message(room, "/echo id")
+    assert response is not None and len(response.headers["x-request-id"]) == 32
+
+
+async def test_a_webhook_for_another_event_path_is_refused(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    token = sign_jwt(room.oauth_id, room.oauth_secret, now=time.time(), sub=1001, room_id=1)
+    body = {
+        "event": "room_message",
+        "item": {"message": hipchat.message("/echo x"), "room": hipchat.room(1)},
+    }
+    response = await room.addon.post(
+        "/webhook/room_enter", json=body, headers={"Authorization": f"JWT {token}"}
+    )
+    assert response.status_code == 400
+    assert hipchat.notifications(room) == []
+
+
+async def test_storage_survives_an_app_restart(
+    settings: Settings, hipchat: FakeHipChat, store: Store, reopen_store: Callable[[], Store]
+) -> None:
+    app = create_app(settings, store=store, transport=hipchat.transport())
+    async with hipchat.connect(app, settings.base_url) as addon:
+        room = await hipchat.install(addon, room_id=1)
+        await hipchat.send_message(room, "/remember city Paris")
+        await hipchat.send_message(room, "/ping")
+    await app.state.addon.aclose()
+
+    restarted = create_app(settings, store=reopen_store(), transport=hipchat.transport())
+    async with hipchat.connect(restarted, settings.base_url) as addon:
+        room = dataclasses.replace(room, addon=addon)
+        await hipchat.send_message(room, "/recall city")
+        await hipchat.send_message(room, "/ping")
+    await restarted.state.addon.aclose()
+
+    assert hipchat.notifications(1)[2:] == ["city: Paris", "pong (for User 1001, ping #2)"]
+
+
+async def test_the_descriptor_declares_jwt_webhooks_for_the_commands(
+    room: Installed, hipchat: FakeHipChat
+) -> None:
+    hooks = (await hipchat.descriptor(room.addon))["capabilities"]["webhook"]
+    assert hooks and all(h["authentication"] == "jwt" for h in hooks)
+    assert any(h["event"] == "room_message" and "echo" in h["pattern"] for h in hooks)
+
+
+async def test_an_uninstalled_installation_runs_nothing(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    assert (await hipchat.uninstall(room.addon, room)).status_code == 204
+    response = await hipchat.send_message(room, "/echo still there?")
+    assert response is not None and response.status_code == 401
+    assert hipchat.notifications(room) == []
+
+
+async def test_a_request_with_a_bad_body_is_400(hipchat: FakeHipChat, room: Installed) -> None:
+    response = await room.addon.post("/webhook/room_message", content=b"{]")
+    assert response.status_code == 400
+    assert (await room.addon.post("/webhook/room_message", json=[1])).status_code == 400
+
+
+async def test_http_errors_name_the_reason_not_the_token(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJub2JvZHkifQ.c2ln"
+    response = await hipchat.send_message(room, "/echo x", token=token)
+    assert response is not None and response.status_code == 401
+    assert token not in response.text
