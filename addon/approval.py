@@ -47,7 +47,7 @@ APPROVE_PATH = "/oauth/approve"
 CALLBACK_PATH = "/oauth/callback"
 #: How long an approval link stays usable (seconds).
 STATE_TTL = 600.0
-_STATE = re.compile(r"[A-Za-z0-9._-]{1,200}")
+_STATE = re.compile(r"[A-Za-z0-9._-]{1,128}~[A-Za-z0-9_-]{16,64}")
 # HipChat user ids are integers (JWT ``sub``); they end up in store keys, so keep them narrow.
 _USER_ID = re.compile(r"[A-Za-z0-9_.@+-]{1,128}")
 
@@ -102,7 +102,7 @@ class ApprovalService:
         """A link that sends ``user_id`` to approve the add-on; usable once, for ``state_ttl``."""
         user_id = _checked_user_id(user_id)
         _authorization_url(installation)  # fail now rather than when the user clicks
-        state = f"{installation.oauth_id}.{secrets.token_urlsafe(24)}"
+        state = f"{installation.oauth_id}~{secrets.token_urlsafe(24)}"
         pending = PendingApproval(installation.oauth_id, user_id, self.now())
         await self.store.put(self.keys.oauth_state(state), pending.to_json(), ttl=self.state_ttl)
         query = urlencode({"user": user_id, "state": state})

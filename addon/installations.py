@@ -114,6 +114,8 @@ class InstallationRepository:
             self.keys.installation(installation.oauth_id), installation.to_record(self.sealer)
         )
         await self.store.add_member(self.keys.installations(), installation.oauth_id)
+        # A (re-)install proves the client is alive again.
+        await self.store.delete(self.keys.client_gone(installation.oauth_id))
 
     async def oauth_ids(self) -> set[str]:
         """The oauth_id of every stored installation."""

@@ -31,6 +31,7 @@ from addon.approval import APPROVE_PATH, CALLBACK_PATH
 from addon.descriptor import DESCRIPTOR_PATH
 from addon.errors import (
     AddonError,
+    ApprovalRequired,
     AuthError,
     Forbidden,
     NotFound,
@@ -53,6 +54,7 @@ _STATUS: tuple[tuple[type[AddonError], int], ...] = (
     (RequestError, 400),
     (AuthError, 401),
     (Forbidden, 403),
+    (ApprovalRequired, 403),
     (NotFound, 404),
     (UpstreamError, 502),
     (StoreUnavailable, 503),

@@ -32,7 +32,14 @@ from addon.installations import Installation
 from addon.seal import Sealer
 from addon.store import Keys, Store, lock
 
-__all__ = ["AccessToken", "AddonTokenSource", "TokenService", "fetch_token"]
+__all__ = [
+    "AccessToken",
+    "AddonTokenSource",
+    "TokenService",
+    "cache_lifetime",
+    "fetch_token",
+    "request_deadline",
+]
 
 log = logging.getLogger("addon.tokens")
 

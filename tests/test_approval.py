@@ -114,7 +114,7 @@ async def test_a_user_approves_and_their_token_is_stored(world: World, settings:
     assert f"{target.scheme}://{target.netloc}{target.path}" == installation.authorization_url
     query = {k: v for k, [v] in parse_qs(target.query).items()}
     state = query.pop("state")
-    assert state.startswith(f"{installation.oauth_id}.")
+    assert state.startswith(f"{installation.oauth_id}~")
     assert query == {
         "response_type": "code",
         "client_id": installation.oauth_id,
@@ -320,7 +320,7 @@ async def no_state(world: World, installation: Installation, callback: str) -> s
 
 
 async def forged_state(world: World, installation: Installation, callback: str) -> str:
-    return with_query(callback, state=f"{installation.oauth_id}.forged-by-someone")
+    return with_query(callback, state=f"{installation.oauth_id}~forged-by-someone")
 
 
 async def hostile_state(world: World, installation: Installation, callback: str) -> str:

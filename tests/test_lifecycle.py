@@ -103,7 +103,7 @@ async def test_uninstall_leaves_no_key_of_the_installation(
     keys = addon_of(app).keys
     await store.put(keys.storage(gone.oauth_id, "remember"), "{}")
     await store.put(keys.user_token(gone.oauth_id, "5"), "{}")
-    await store.put(keys.oauth_state(f"{gone.oauth_id}.abc"), "{}", ttl=60)
+    await store.put(keys.oauth_state(f"{gone.oauth_id}~abc"), "{}", ttl=60)
     await store.put(keys.storage(keep.oauth_id, "remember"), "{}")
 
     response = await hipchat.uninstall(addon, gone)
@@ -199,3 +199,32 @@ async def test_a_room_install_is_refused_when_allow_room_is_false(
         assert await store.scan("") == []
         assert (await hipchat.install(addon)).response.status_code == 200
     await addon_of(app).http.aclose()
+
+
+async def test_uninstall_does_not_touch_an_installation_whose_id_extends_it(
+    app: Starlette, addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store
+) -> None:
+    short = await hipchat.install(addon, room_id=1, oauth_id="abc")
+    longer = await hipchat.install(addon, room_id=2, oauth_id="abc.x")
+    keys = addon_of(app).keys
+    for installed in (short, longer):
+        await store.put(keys.oauth_state(f"{installed.oauth_id}~state"), "{}", ttl=60)
+        await store.put(keys.storage(installed.oauth_id, "remember"), "{}")
+
+    assert (await hipchat.uninstall(addon, short)).status_code == 204
+
+    left = set(await store.scan(keys.prefix + ":"))
+    assert keys.oauth_state("abc.x~state") in left
+    assert keys.storage("abc.x", "remember") in left
+    assert keys.installation("abc.x") in left
+    assert not {k for k in left if ":abc:" in k or k.endswith(":abc") or ":abc~" in k}
+
+
+async def test_a_reinstall_clears_the_client_gone_marker(
+    app: Starlette, addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store
+) -> None:
+    installed = await hipchat.install(addon, room_id=1)
+    keys = addon_of(app).keys
+    await store.put(keys.client_gone(installed.oauth_id), "1")
+    assert (await hipchat.update(addon, installed)).status_code == 200
+    assert await store.get(keys.client_gone(installed.oauth_id)) is None

@@ -32,7 +32,8 @@ class Keys:
         return f"{self.prefix}:lock:{oauth_id}:user-token:{user_id}"
 
     def oauth_state(self, state: str) -> str:
-        # A state value starts with "<oauth_id>." so that uninstall finds it by prefix.
+        # A state value is "<oauth_id>~<random>": uninstall finds it by prefix, and "~" never occurs
+        # in an oauth_id, so installation "abc" does not match "abc.x"'s states.
         return f"{self.prefix}:oauth-state:{state}"
 
     def client_gone(self, oauth_id: str) -> str:
@@ -62,7 +63,7 @@ class Keys:
             f"{p}:token:{oauth_id}:",
             f"{p}:lock:{oauth_id}:",
             f"{p}:user-token:{oauth_id}:",
-            f"{p}:oauth-state:{oauth_id}.",
+            f"{p}:oauth-state:{oauth_id}~",
             f"{p}:seen:{oauth_id}:",
             f"{p}:storage:{oauth_id}:",
         ]
