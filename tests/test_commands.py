@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 
@@ -46,6 +49,13 @@ async def count(message: RoomMessage) -> None:
     assert isinstance(runs, int)
     await message.storage.set("runs", runs + 1)
     await message.reply(f"run {runs + 1}")
+
+
+@trouble.command("whoami", help="Asks HipChat who you are, as you")
+async def whoami(message: RoomMessage) -> None:
+    client = await message.user_client()
+    user = await client.get_user(message.sender.id)
+    await message.reply(f"you are user {user['id']}")
 
 
 def integrations() -> list[Integration]:
@@ -269,3 +279,25 @@ async def test_http_errors_name_the_reason_not_the_token(
     response = await hipchat.send_message(room, "/echo x", token=token)
     assert response is not None and response.status_code == 401
     assert token not in response.text
+
+
+async def test_a_command_needing_the_user_token_links_to_the_approval_first(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    await hipchat.send_message(room, "/whoami", sender_id=1001)
+    (notice,) = hipchat.notification_bodies(room)
+    assert notice["color"] == "yellow" and notice["message_format"] == "html"
+    link = html.unescape(re.search(r'href="([^"]+)"', str(notice["message"]))[1])  # type: ignore[index]
+
+    hipchat.approving_user = "1001"
+    to_hipchat = await room.addon.get(link)
+    async with httpx.AsyncClient(transport=hipchat.transport()) as browser:
+        back = await browser.get(to_hipchat.headers["location"])
+    done = await room.addon.get(back.headers["location"])
+    assert done.status_code == 200 and "Approved" in done.text
+
+    await hipchat.send_message(room, "/whoami", sender_id=1001)
+    assert hipchat.notifications(room)[-1] == "you are user 1001"
+    user_calls = hipchat.api.requests_for("get_user")
+    token = user_calls[-1].headers["authorization"].removeprefix("Bearer ")
+    assert hipchat.tokens[token].user_id == "1001"
