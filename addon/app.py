@@ -108,7 +108,9 @@ def build_addon(
 ) -> Addon:
     """Build the add-on's resources from ``settings``; ``store``/``transport``/``now`` are seams."""
     capabilities = capabilities or load_capabilities(settings.capabilities_path)
-    integrations = list(integrations or load_all_integrations(settings))
+    if integrations is None:
+        integrations = load_all_integrations(settings)
+    integrations = list(integrations)
     descriptor = build_addon_descriptor(settings, capabilities, integrations)
     scopes = tuple(descriptor["capabilities"]["hipchatApiConsumer"]["scopes"])
     store = store or open_store(settings.store_url)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from addon.app import create_app
 from addon.settings import Settings
+from addon.store import Store
 from addon.store.redis import RedisStore
 from addon.testing import FakeHipChat
 from tests.helpers import make_app
@@ -73,3 +75,13 @@ async def test_metrics_count_requests_by_route_template(
     assert 'addon_http_requests_total{route="/installable/{oauth_id}",status="403"} 1' in text
     assert "addon_installations 1" in text
     assert installed.oauth_id not in text
+
+
+async def test_an_app_with_no_integrations_declares_no_webhooks(
+    settings: Settings, hipchat: FakeHipChat, sqlite_store: Store
+) -> None:
+    app = create_app(settings, store=sqlite_store, transport=hipchat.transport(), integrations=[])
+    async with hipchat.connect(app, settings.base_url) as addon:
+        descriptor = await hipchat.descriptor(addon)
+    await app.state.addon.aclose()
+    assert "webhook" not in descriptor["capabilities"]
