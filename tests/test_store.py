@@ -413,3 +413,10 @@ async def test_open_store_picks_the_backend_from_the_url(url: str, expected: typ
         assert isinstance(store, expected)
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_an_error_reply_from_redis_is_store_unavailable(redis_store: RedisStore) -> None:
+    await redis_store.add_member("a-set", "x")
+    with pytest.raises(StoreUnavailable, match="ResponseError"):
+        await redis_store.take("a-set")  # GETDEL on a set: WRONGTYPE

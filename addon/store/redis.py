@@ -158,10 +158,14 @@ class RedisStore:
 
     @contextmanager
     def _unavailable(self) -> Iterator[None]:
-        """Turn a connection failure or a timeout into ``StoreUnavailable``."""
+        """Turn a connection failure, a timeout or an error reply into ``StoreUnavailable``.
+
+        Error replies count too: a Redis that is out of memory, read-only after a failover or
+        asks for a password cannot serve us either, and callers must get a 503, not a 500.
+        """
         try:
             yield
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except redis.exceptions.RedisError as exc:
             raise StoreUnavailable(
                 f"Redis at {self._where} is unavailable ({type(exc).__name__}); "
                 "check that it is running and reachable from this host"
