@@ -19,7 +19,8 @@ must react, and ``routes.py`` maps each group to one HTTP status in a single tab
     │   └── TokenError         the token endpoint refused or failed
     │       ├── ClientGone         the OAuth client no longer exists (401 from the token endpoint)
     │       └── ApprovalRequired   a user token is missing or its refresh was refused
-    └── StoreUnavailable       503: the store cannot be reached
+    ├── StoreUnavailable       503: the store cannot be reached
+    └── ShuttingDown           503: the add-on is stopping and takes no new work
 
 This module is a leaf: it imports nothing from ``addon``.
 """
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidJWT",
     "NotFound",
     "RequestError",
+    "ShuttingDown",
     "StoreUnavailable",
     "TokenError",
     "UnknownInstallation",
@@ -130,3 +132,7 @@ class ApprovalRequired(TokenError):
 
 class StoreUnavailable(AddonError):
     """The store (Redis or SQLite) cannot be reached (503)."""
+
+
+class ShuttingDown(AddonError):
+    """The add-on is stopping and takes no new commands (503)."""

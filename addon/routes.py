@@ -36,6 +36,7 @@ from addon.errors import (
     Forbidden,
     NotFound,
     RequestError,
+    ShuttingDown,
     StoreUnavailable,
     UpstreamError,
 )
@@ -58,6 +59,7 @@ _STATUS: tuple[tuple[type[AddonError], int], ...] = (
     (NotFound, 404),
     (UpstreamError, 502),
     (StoreUnavailable, 503),
+    (ShuttingDown, 503),
 )
 
 

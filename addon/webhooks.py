@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict, TypeVar
 
-from addon.errors import AddonError, ApprovalRequired, RequestError
+from addon.errors import AddonError, ApprovalRequired, RequestError, ShuttingDown
 from addon.installations import Installation
 from addon.integrations import (
     Command,
@@ -180,7 +180,9 @@ class Dispatcher:
         delivery = _Delivery(self._runtime, installation, room, self._executor)
         scope = _Scope(hook, installation, room, delivery, request_id)
         jobs = self._select(scope)
-        if not jobs or self._draining or not await self._first_delivery(scope):
+        if jobs and self._draining:
+            raise ShuttingDown("The add-on is shutting down; deliver this webhook again shortly")
+        if not jobs or not await self._first_delivery(scope):
             return None
         for job in jobs:
             delivery.pending += 1

@@ -301,3 +301,16 @@ async def test_a_command_needing_the_user_token_links_to_the_approval_first(
     user_calls = hipchat.api.requests_for("get_user")
     token = user_calls[-1].headers["authorization"].removeprefix("Bearer ")
     assert hipchat.tokens[token].user_id == "1001"
+
+
+async def test_a_webhook_during_shutdown_is_503_and_runs_nothing(
+    commands_app: Starlette, hipchat: FakeHipChat, room: Installed
+) -> None:
+    await commands_app.state.addon.dispatcher.drain(0)
+
+    response = await hipchat.send_message(room, "/echo too late")
+
+    assert response is not None and response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["error"]["type"] == "ShuttingDown"
+    assert hipchat.notifications(room) == []

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from addon.errors import ApprovalRequired, HipChatAPIError, RequestError
+from addon.errors import ApprovalRequired, HipChatAPIError, RequestError, ShuttingDown
 from addon.installations import Installation
 from addon.integrations import Integration, RoomEvent, RoomMessage
 from addon.settings import Secret, Settings
@@ -379,7 +379,8 @@ async def test_drain_cancels_what_still_runs_and_tells_the_room(store: Store) ->
     assert await dispatch(dispatcher, message("/forever")) is None
     await dispatcher.drain(0.05)
     assert runtime.messages() == ["/forever was stopped: the add-on is restarting"]
-    assert await dispatch(dispatcher, message("/forever")) is None
+    with pytest.raises(ShuttingDown):  # new work is refused (503), not silently dropped
+        await dispatch(dispatcher, message("/forever"))
 
 
 @pytest.mark.anyio
