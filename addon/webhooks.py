@@ -28,7 +28,14 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict, TypeVar
 
-from addon.errors import AddonError, ApprovalRequired, RequestError, ShuttingDown
+from addon.errors import (
+    AddonError,
+    ApprovalRequired,
+    RequestError,
+    ShuttingDown,
+    StoreUnavailable,
+    UpstreamError,
+)
 from addon.installations import Installation
 from addon.integrations import (
     Command,
@@ -304,7 +311,7 @@ class Dispatcher:
             context.log.exception("%s failed", label)
             if self._raise_errors:
                 raise
-            await _tell(context, _notice(f"{label} failed; the error is logged"))
+            await _tell(context, _notice(_failure_text(label, exc)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,6 +372,15 @@ async def _tell(context: Context, notification: dict[str, object]) -> None:
 
 def _notice(text: str) -> dict[str, object]:
     return build_notification(text, color="red")
+
+
+def _failure_text(label: str, exc: Exception) -> str:
+    # Say whose fault it was when we know (never the details: they may hold secrets).
+    if isinstance(exc, UpstreamError):
+        return f"{label} failed: HipChat could not be reached or refused; try again shortly"
+    if isinstance(exc, StoreUnavailable):
+        return f"{label} failed: the add-on's store is unavailable; try again shortly"
+    return f"{label} failed; the error is logged"
 
 
 def _approval_notice(label: str, exc: ApprovalRequired) -> dict[str, object]:

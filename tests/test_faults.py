@@ -263,6 +263,7 @@ async def test_without_a_cached_token_the_room_is_told_and_it_heals(
     assert failed is not None and failed.status_code == 200
     notice = failed.json()
     assert notice["color"] == "red" and "/room" in notice["message"]
+    assert "HipChat could not be reached" in notice["message"]
     assert hipchat.token_requests(), "the add-on never asked for a token"
 
     heal(hipchat)
