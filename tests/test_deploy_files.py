@@ -540,6 +540,16 @@ def test_install_installs_editable_with_test_extras_into_the_active_venv(
     assert not (tmp_path / "repo" / ".venv").exists()
 
 
+def test_install_pins_the_dev_group_tools(tmp_path: Path, venv_stub: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "repo" / "pyproject.toml")
+    assert _run_script("scripts/install", tmp_path, venv_stub) == 0
+    [call] = _calls(tmp_path)
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    assert dev and all(f" {pin} " in call for pin in dev)
+    assert call.endswith(" -e .[test]")
+
+
 def test_install_creates_a_venv_outside_one(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     script = _copy_script("scripts/install", repo)
