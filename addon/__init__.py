@@ -16,9 +16,10 @@ async def echo(message: RoomMessage) -> None:
 from __future__ import annotations
 
 from addon.app import create_app
+from addon.context import Room, RoomEvent, RoomMessage, Sender, Storage
 from addon.errors import AddonError, ApprovalRequired, HipChatAPIError, IntegrationError
 from addon.hipchat import HipChatClient
-from addon.integrations import Integration, Room, RoomEvent, RoomMessage, Sender, Storage
+from addon.integrations import Integration
 from addon.settings import Settings
 
 __all__ = [

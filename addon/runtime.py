@@ -1,6 +1,6 @@
 """``AddonRuntime``: what integrations and the dispatcher get from the running add-on.
 
-It implements ``addon.integrations.Runtime`` over the real services: REST clients that act with the
+It implements ``addon.context.Runtime`` over the real services: REST clients that act with the
 installation's add-on token (or a user's token), and notifications posted through the REST API.
 """
 

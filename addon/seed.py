@@ -26,8 +26,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
+from addon.context import RoomMessage
 from addon.errors import ConfigError, IntegrationError
-from addon.integrations import Integration, RoomMessage
+from addon.integrations import Integration
 
 __all__ = [
     "SeedItem",

@@ -1,10 +1,11 @@
 """Dispatch: from a verified webhook body to the integration handlers it selects.
 
-``Dispatcher.handle`` parses the body leniently (protocol reference §6.3) and picks handlers: a
-``room_message`` whose text starts with ``/name`` goes to the command that owns ``/name`` (a dict
-lookup: nothing in a message ever names a file), otherwise to every ``on_message`` pattern that
-matches; other events go to their ``on_event`` handlers. A message delivered twice (two matching
-webhooks, a retry, two replicas) runs once: its id is claimed in the store first.
+``Dispatcher.handle`` parses the body leniently (``addon.events``, protocol reference §6.3) and
+picks handlers: a ``room_message`` whose text starts with ``/name`` goes to the command that owns
+``/name`` (a dict lookup: nothing in a message ever names a file), otherwise to every
+``on_message`` pattern that matches; other events go to their ``on_event`` handlers. A message
+delivered twice (two matching webhooks, a retry, two replicas) runs once: its id is claimed in the
+store first.
 
 Replies: the first reply ready within ``settings.reply_window`` seconds is returned, for the route
 to send as the webhook's 200 JSON response (§6.5); every later one is posted through
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict, TypeVar
 
+from addon.context import Context, Room, RoomEvent, RoomMessage, Runtime, build_notification
 from addon.errors import (
     AddonError,
     ApprovalRequired,
@@ -36,20 +38,9 @@ from addon.errors import (
     StoreUnavailable,
     UpstreamError,
 )
+from addon.events import Webhook, parse_webhook
 from addon.installations import Installation
-from addon.integrations import (
-    Command,
-    Context,
-    Handler,
-    Integration,
-    Room,
-    RoomEvent,
-    RoomMessage,
-    Runtime,
-    Sender,
-    build_notification,
-    check_unique,
-)
+from addon.integrations import Command, Handler, Integration, check_unique
 
 __all__ = ["Dispatcher", "Runtime", "Webhook", "parse_webhook"]
 
@@ -60,42 +51,6 @@ _T = TypeVar("_T")
 _C = TypeVar("_C", RoomMessage, RoomEvent)
 _COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Webhook:
-    """A webhook body, read leniently: ids may be ints or strings, optional parts may be absent."""
-
-    event: str
-    room: Room | None
-    sender: Sender | None
-    text: str
-    message_id: str | None
-    oauth_client_id: str | None
-    webhook_id: str | None
-    item: Mapping[str, object]
-    body: Mapping[str, object]
-
-
-def parse_webhook(body: object) -> Webhook:
-    """Read a webhook body (§6.3); raise ``RequestError`` when it has no ``event``."""
-    if not isinstance(body, Mapping) or not isinstance(body.get("event"), str):
-        raise RequestError("The webhook body is not a JSON object with an 'event'; send §6.3's")
-    item = _mapping(body.get("item"))
-    message = _mapping(item.get("message"))
-    text = message.get("message")
-    client_id = body.get("oauth_client_id")
-    return Webhook(
-        event=str(body["event"]),
-        room=_room(item, body),
-        sender=_sender(item),
-        text=text if isinstance(text, str) else "",
-        message_id=_id(message.get("id")),
-        oauth_client_id=client_id if isinstance(client_id, str) else None,
-        webhook_id=_id(body.get("webhook_id")),
-        item=item,
-        body=body,
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -407,45 +362,3 @@ def _room_of(hook: Webhook, installation: Installation) -> Room:
     if installation.room_id is not None:
         return Room(installation.room_id)
     raise RequestError("The webhook names no room (item.room.id); send §6.3's body")
-
-
-def _room(item: Mapping[str, object], body: Mapping[str, object]) -> Room | None:
-    room = _mapping(item.get("room"))
-    room_id = _int(room.get("id", body.get("roomId", item.get("roomId"))))
-    if room_id is None:
-        return None
-    name = room.get("name")
-    return Room(room_id, name if isinstance(name, str) else "")
-
-
-def _sender(item: Mapping[str, object]) -> Sender | None:
-    # room_message: item.message.from; other events: item.sender. A room_notification's
-    # "from" is a label string, not a user (§6.3).
-    sender = _mapping(_mapping(item.get("message")).get("from")) or _mapping(item.get("sender"))
-    sender_id = _id(sender.get("id"))
-    if sender_id is None:
-        return None
-    name, mention = sender.get("name"), sender.get("mention_name")
-    return Sender(
-        sender_id,
-        name if isinstance(name, str) else "",
-        mention if isinstance(mention, str) else "",
-    )
-
-
-def _mapping(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _id(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-        return None
-    return str(value)
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, str) and value.isdigit() and len(value) < 19:
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value

@@ -9,17 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from addon.context import RoomEvent, RoomMessage, build_notification
 from addon.descriptor import WebhookSpec
 from addon.errors import IntegrationError
-from addon.integrations import (
-    Integration,
-    RoomEvent,
-    RoomMessage,
-    build_notification,
-    check_unique,
-    help_integration,
-    load_integrations,
-)
+from addon.integrations import Integration, check_unique, help_integration, load_integrations
 from addon.store import Store
 from addon.webhooks import Dispatcher
 from tests.test_webhooks import RecordingRuntime, dispatch, message, text

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from addon.context import RoomEvent, RoomMessage
 from addon.errors import ApprovalRequired, HipChatAPIError, RequestError, ShuttingDown
+from addon.events import parse_webhook
 from addon.installations import Installation
-from addon.integrations import Integration, RoomEvent, RoomMessage
+from addon.integrations import Integration
 from addon.settings import Secret, Settings
 from addon.store import Keys, Store
-from addon.webhooks import Dispatcher, parse_webhook
+from addon.webhooks import Dispatcher
 
 if TYPE_CHECKING:
     from addon.hipchat import HipChatClient

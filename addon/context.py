@@ -1,0 +1,247 @@
+"""The context a handler gets: the room, the sender, storage and ways to answer.
+
+A ``RoomMessage`` for commands and message patterns, a ``RoomEvent`` for other room events
+(protocol reference §6.1); both are a ``Context``. ``Runtime`` and ``Outbox`` are the seams the
+dispatcher fills in (``addon.runtime.AddonRuntime`` is the production ``Runtime``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
+
+from addon.installations import Installation
+from addon.settings import Settings
+from addon.store import Keys, Store, lock
+
+if TYPE_CHECKING:
+    from addon.hipchat import HipChatClient
+    from addon.integrations import Integration  # the integration a context belongs to
+
+__all__ = [
+    "COLORS",
+    "JSON",
+    "MAX_MESSAGE",
+    "Context",
+    "Outbox",
+    "Room",
+    "RoomEvent",
+    "RoomMessage",
+    "Runtime",
+    "Sender",
+    "Storage",
+    "build_notification",
+]
+
+JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
+COLORS = frozenset({"yellow", "green", "red", "purple", "gray", "random"})
+MAX_MESSAGE = 10_000  # characters HipChat accepts in a notification's message (§8.4)
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sender:
+    """The HipChat user behind a message or event (``id`` as a string, as in JWT ``sub``)."""
+
+    id: str
+    name: str = ""
+    mention_name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Room:
+    """The room a message or event happened in."""
+
+    id: int
+    name: str = ""
+
+
+class Runtime(Protocol):
+    """What handlers and the dispatcher need from the running add-on (``addon.app`` provides it)."""
+
+    @property
+    def store(self) -> Store:
+        """The store every replica shares."""
+        ...
+
+    @property
+    def keys(self) -> Keys:
+        """The add-on's key builder."""
+        ...
+
+    @property
+    def settings(self) -> Settings:
+        """The add-on's settings (``reply_window``, ``command_timeout``, ``static_tokens``...)."""
+        ...
+
+    def client_for(self, installation: Installation) -> HipChatClient:
+        """A REST client acting with the installation's add-on token."""
+        ...
+
+    async def post_notification(
+        self, installation: Installation, room_id: int, notification: dict[str, object]
+    ) -> None:
+        """Send ``notification`` (a §8.4 body) to ``room_id`` through the REST API."""
+        ...
+
+    async def addon_token(self, installation: Installation) -> str:
+        """A valid add-on access token for ``installation``."""
+        ...
+
+    async def user_client(self, installation: Installation, user_id: str) -> HipChatClient:
+        """A REST client acting as ``user_id``; raises ``ApprovalRequired`` without a token."""
+        ...
+
+
+class Outbox(Protocol):
+    """The dispatcher's side of a context: where replies go and where blocking code runs."""
+
+    async def send(self, notification: dict[str, object]) -> None:
+        """Deliver a reply (in the webhook response, or through the REST API)."""
+        ...
+
+    async def run_sync(self, func: Callable[[], _T]) -> _T:
+        """Run ``func`` in the integration worker threads and return its result."""
+        ...
+
+
+class Storage:
+    """An integration's JSON key/value storage for one installation (one JSON object)."""
+
+    def __init__(self, store: Store, key: str, lock_key: str) -> None:
+        self._store = store
+        self._key = key
+        self._lock_key = lock_key
+
+    async def all(self) -> dict[str, JSON]:
+        """Every stored name and value."""
+        raw = await self._store.get(self._key)
+        data = {} if raw is None else json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError(f"Storage at {self._key!r} is not a JSON object; delete the key")
+        return data
+
+    async def get(self, name: str, default: JSON = None) -> JSON:
+        """The value stored under ``name``, or ``default``."""
+        return (await self.all()).get(name, default)
+
+    async def set(self, name: str, value: JSON) -> None:
+        """Store ``value`` (anything JSON can hold) under ``name``."""
+        async with lock(self._store, self._lock_key):
+            data = await self.all()
+            data[name] = value
+            await self._store.put(self._key, json.dumps(data, sort_keys=True))
+
+    async def delete(self, name: str) -> bool:
+        """Forget ``name``; True when it was stored."""
+        async with lock(self._store, self._lock_key):
+            data = await self.all()
+            if name not in data:
+                return False
+            del data[name]
+            await self._store.put(self._key, json.dumps(data, sort_keys=True))
+            return True
+
+
+def build_notification(
+    text: str,
+    *,
+    html: bool = False,
+    color: str | None = None,
+    notify: bool = False,
+    card: Mapping[str, object] | None = None,
+) -> dict[str, object]:
+    """A Send Room Notification body (§8.4); long text is cut at HipChat's 10,000 characters."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(
+            "A reply needs a non-empty text (HipChat requires 'message', even with a card)"
+        )
+    if color is not None and color not in COLORS:
+        raise ValueError(f"Reply color {color!r} is not one of {', '.join(sorted(COLORS))}")
+    body: dict[str, object] = {
+        "message": text[:MAX_MESSAGE],
+        "message_format": "html" if html else "text",
+        "notify": notify,
+    }
+    if color is not None:
+        body["color"] = color
+    if card is not None:
+        body["card"] = dict(card)
+    return body
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class Context:
+    """What every handler gets: the room, the installation, and ways to answer."""
+
+    integration: Integration = dataclasses.field(repr=False)
+    installation: Installation = dataclasses.field(repr=False)
+    room: Room
+    webhook: Mapping[str, object] = dataclasses.field(repr=False)
+    """The webhook body as HipChat sent it."""
+    runtime: Runtime = dataclasses.field(repr=False)
+    outbox: Outbox = dataclasses.field(repr=False)
+    log: logging.LoggerAdapter[logging.Logger] = dataclasses.field(repr=False)
+
+    @property
+    def client(self) -> HipChatClient:
+        """The HipChat REST client, acting with the installation's add-on token."""
+        return self.runtime.client_for(self.installation)
+
+    @property
+    def storage(self) -> Storage:
+        """This integration's persistent storage in this installation."""
+        keys, owner = self.runtime.keys, self.installation.oauth_id
+        key = keys.storage(owner, self.integration.key)
+        lock_key = keys.storage_lock(owner, self.integration.key)
+        return Storage(self.runtime.store, key, lock_key)
+
+    async def reply(
+        self,
+        text: str,
+        *,
+        html: bool = False,
+        color: str | None = None,
+        notify: bool = False,
+        card: Mapping[str, object] | None = None,
+    ) -> None:
+        """Post ``text`` to the room (``html=True`` for HipChat's HTML subset, §8.4)."""
+        await self.outbox.send(
+            build_notification(text, html=html, color=color, notify=notify, card=card)
+        )
+
+    async def run_sync(self, func: Callable[..., _T], /, *args: object) -> _T:
+        """Run blocking ``func(*args)`` in the integration worker threads."""
+        return await self.outbox.run_sync(functools.partial(func, *args))
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class RoomMessage(Context):
+    """A message in a room: a command (``args`` follow it) or a match of a message pattern."""
+
+    text: str
+    args: str
+    """The text after the command; the whole text for pattern handlers."""
+    match: re.Match[str] | None
+    """The pattern's match for ``on_message`` handlers; None for commands."""
+    sender: Sender
+    message_id: str | None = None
+
+    async def user_client(self) -> HipChatClient:
+        """A REST client acting as the sender; raises ``ApprovalRequired`` until they approve."""
+        return await self.runtime.user_client(self.installation, self.sender.id)
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class RoomEvent(Context):
+    """Any other room event: ``room_enter``, ``room_topic_change``, ``room_file_upload``..."""
+
+    event: str
+    sender: Sender | None
+    item: Mapping[str, object] = dataclasses.field(repr=False)
+    """The event's ``item`` (``topic``, ``file``... per §6.3)."""
