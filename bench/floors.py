@@ -5,7 +5,9 @@ Served by uvicorn like the add-on (``uvicorn --app-dir bench floors:create --fac
 
 - ``a``: Starlette parses the webhook JSON and returns the reply the add-on returns;
 - ``b``: (a) plus one PyJWT HS256 verification (secret from memory, by the unverified ``iss``);
-- ``c``: (b) but the secret comes from one redis.asyncio GET (``bench:secret:<iss>``).
+- ``c``: (b) but the secret comes from one redis.asyncio GET (``bench:secret:<iss>``);
+- ``c3`` (diagnostic, ``run.py --floor-c3``): (c) plus the add-on's two other Redis round trips per
+  webhook, a second GET of the same key and a ``SET NX PX`` on the message id.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def create() -> Starlette:
             if secret is None:
                 return JSONResponse({"error": "unknown issuer"}, status_code=401)
             jwt.decode(token, secret, algorithms=["HS256"], options=_OPTIONS)
+            if kind == "c3":
+                await store.get(f"bench:secret:{issuer}")
+                message_id = body["item"]["message"]["id"]
+                await store.set(f"bench:seen:{issuer}:{message_id}", "1", nx=True, px=600_000)
         return JSONResponse(reply_for(body))
 
     return Starlette(routes=[Route("/webhook/{event}", webhook, methods=["POST"])])

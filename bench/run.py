@@ -1,11 +1,13 @@
-"""Throughput of the add-on's ``/echo`` webhook against floor apps, on loopback. See README.md.
+"""Throughput of the add-on's ``/echo`` webhook against floor apps and Slack Bolt, on loopback.
 
-    python bench/run.py [--installations 20] [--concurrency 32] [--rounds 3] [--seconds 3]
+    python bench/run.py [--installations 1000] [--concurrency 32] [--rounds 4] [--seconds 5]
 
-Starts a private redis-server, a FakeHipChat on a real socket, the add-on (uvicorn, one worker,
-Redis store) and three floor apps (``bench/floors.py``), installs the add-on N times through the
-real install flow, then drives every target with the same load generator in alternating rounds.
-Prints a table and writes ``bench/results/latest.json``.
+Starts a private redis-server, a FakeHipChat on a real socket, the add-on twice (uvicorn, one
+worker; Redis store and SQLite store), installs each N times through the real install flow, starts
+three floor apps (``bench/floors.py``) and Slack Bolt (``bench/bolt_app.py``), then drives every
+target with wrk (``bench/wrk/requests.lua``) in alternating rounds. Writes
+``bench/results/latest.{json,md,png}``. Needs ``redis-server`` and ``wrk`` on PATH and
+``bench/requirements.txt`` installed; it installs nothing itself. See README.md.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import itertools
+import hashlib
+import hmac
 import json
 import os
 import platform
 import re
+import resource
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import redis.asyncio
@@ -40,9 +43,38 @@ sys.path.insert(0, str(REPO))
 from addon.jwt_auth import sign_jwt  # noqa: E402
 from addon.testing import FakeHipChat, Installed  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
-TARGETS = ("addon", "floor-a", "floor-b", "floor-c")
-START_TIMEOUT = 20.0
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+LUA = BENCH / "wrk" / "requests.lua"
+TARGETS = ("addon", "floor-a", "floor-b", "floor-c", "bolt", "addon-sqlite")
+# Diagnostic, with --floor-c3: floor-c plus the add-on's other two Redis round trips.
+C3 = "floor-c3"
+START_TIMEOUT = 30.0
+ID_MARK = "@@id@@"
+SLACK_SECRET = "bench-slack-signing-secret"
+JWT_LIFETIME = 6 * 3600  # long enough for any run; one JWT per installation, reused
+# Targets (issue 5): add-on >= 0.85 x floor(c) req/s, p99 <= 1.2 x floor(c) p99, >= 1.0 x Bolt.
+MIN_RATE_VS_FLOOR_C = 0.85
+MAX_P99_VS_FLOOR_C = 1.2
+MIN_RATE_VS_BOLT = 1.0
+
+
+def require_tools() -> tuple[str, str]:
+    """redis-server and wrk from PATH, and the bench-only Python packages; exit clearly if not."""
+    missing = []
+    redis_server, wrk = shutil.which("redis-server"), shutil.which("wrk")
+    if redis_server is None:
+        missing.append("redis-server (apt-get install redis-server)")
+    if wrk is None:
+        missing.append("wrk (apt-get install wrk)")
+    for module in ("slack_bolt", "aiohttp", "matplotlib"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(f"{module} (pip install -r bench/requirements.txt)")
+    if missing or redis_server is None or wrk is None:
+        sys.exit("bench needs: " + "; ".join(missing))
+    return redis_server, wrk
 
 
 def free_port() -> int:
@@ -66,7 +98,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
 @contextlib.contextmanager
 def started(
     command: list[str], port: int, workdir: Path, name: str, env: dict[str, str] | None = None
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` until the block ends; it must listen on ``port`` first."""
     log = workdir / f"{name}.log"
     with log.open("wb") as output:
@@ -75,7 +107,7 @@ def started(
         )
     try:
         wait_for_port(port, process, log)
-        yield
+        yield process
     finally:
         process.terminate()
         try:
@@ -105,6 +137,15 @@ def uvicorn_command(app: str, port: int, *extra: str) -> list[str]:
     ]
 
 
+def rss_mib(pid: int) -> float | None:
+    """VmRSS of ``pid`` in MiB, from /proc (Linux)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 @contextlib.asynccontextmanager
 async def served(app: Any, port: int) -> AsyncIterator[None]:
     """Serve ``app`` (the fake HipChat) with uvicorn in this process, on a real socket."""
@@ -122,207 +163,378 @@ async def served(app: Any, port: int) -> AsyncIterator[None]:
         await task
 
 
-class Load:
-    """One target's samples: latencies (s) and counts over the rounds."""
+async def install_many(
+    hipchat: FakeHipChat, addon_url: str, count: int, parallel: int
+) -> tuple[list[Installed], float]:
+    """Install the add-on ``count`` times (a room each), ``parallel`` at a time; (all, seconds)."""
+    gate = asyncio.Semaphore(parallel)
+    limits = httpx.Limits(max_connections=parallel)
+    async with httpx.AsyncClient(base_url=addon_url, timeout=60, limits=limits) as client:
 
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.elapsed = 0.0
-        self.errors = 0
-        self.statuses: dict[int, int] = {}
+        async def one(room: int) -> Installed:
+            async with gate:
+                return await hipchat.install(client, room_id=room)
 
-    def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
-        count = len(ordered)
-
-        def pct(p: float) -> float:
-            return ordered[min(count - 1, int(p * count))] * 1000 if count else float("nan")
-
-        return {
-            "requests": count,
-            "errors": self.errors,
-            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "seconds": round(self.elapsed, 3),
-            "requests_per_s": round(count / self.elapsed, 1) if self.elapsed else 0.0,
-            "p50_ms": round(pct(0.50), 3),
-            "p99_ms": round(pct(0.99), 3),
-            "mean_ms": round(statistics.fmean(ordered) * 1000, 3) if count else float("nan"),
-        }
+        began = time.perf_counter()
+        installed = await asyncio.gather(*(one(index + 1) for index in range(count)))
+        return list(installed), time.perf_counter() - began
 
 
-ID_MARK = "@@id@@"
+# -- request files for wrk ---------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Sender:
-    """Signed ``/echo`` webhooks from one installation, as HipChat sends them.
+def request_line(path: str, headers: dict[str, str], body: str) -> str:
+    """One line of a request file (see bench/wrk/requests.lua)."""
+    if "\t" in body or "\n" in body:
+        raise ValueError("request bodies must be single-line without tabs")
+    return f"{path}\t" + "\x1f".join(f"{k}: {v}" for k, v in headers.items()) + f"\t{body}\n"
 
-    The body is serialised once with a mark where the message id goes, so that the load generator
-    spends as little as possible per request (it shares the machine with the targets).
-    """
 
-    template: str
-    headers: dict[str, str]
-
-    @classmethod
-    def for_room(cls, hipchat: FakeHipChat, installed: Installed) -> Sender:
+def hipchat_requests(path: str, hipchat: FakeHipChat, installed: list[Installed]) -> str:
+    """One signed ``/echo`` webhook template per installation; wrk fills in the message id."""
+    lines = []
+    for one in installed:
         token = sign_jwt(
-            installed.oauth_id,
-            installed.oauth_secret,
+            one.oauth_id,
+            one.oauth_secret,
             now=time.time(),
             sub=1001,
-            room_id=installed.room,
-            lifetime=3600,
+            room_id=one.room,
+            lifetime=JWT_LIFETIME,
         )
         item = {
             "message": hipchat.message(f"/echo hello {ID_MARK}", message_id=f"bench-{ID_MARK}"),
-            "room": hipchat.room(installed.room),
+            "room": hipchat.room(one.room),
         }
-        body = {"event": "room_message", "item": item, "oauth_client_id": installed.oauth_id}
+        body = {"event": "room_message", "item": item, "oauth_client_id": one.oauth_id}
         headers = {"Authorization": f"JWT {token}", "Content-Type": "application/json"}
-        return cls(json.dumps(body), headers)
-
-    def body(self, message_id: int) -> bytes:
-        """The webhook body with a fresh message id (so no delivery counts as a repeat)."""
-        return self.template.replace(ID_MARK, str(message_id)).encode()
+        lines.append(request_line(path, headers, json.dumps(body)))
+    return "".join(lines)
 
 
-async def drive(
-    client: httpx.AsyncClient,
-    url: str,
-    rooms: list[Sender],
-    load: Load,
-    *,
-    concurrency: int,
-    seconds: float,
-    ids: Iterator[int],
-) -> None:
-    """``concurrency`` workers post webhooks to ``url`` for ``seconds``, spread over ``rooms``."""
-    deadline = time.perf_counter() + seconds
-    counter = 0
+def slack_requests(count: int, nonce: str) -> str:
+    """``count`` slash-command requests signed with Slack's v0 scheme, timestamped now."""
+    timestamp = str(int(time.time()))
+    lines = []
+    for index in range(count):
+        body = urlencode(
+            {
+                "token": "legacy-unused",
+                "team_id": f"T{index:05d}",
+                "team_domain": f"team{index}",
+                "channel_id": f"C{index:05d}",
+                "channel_name": "bench",
+                "user_id": "U01001",
+                "user_name": "user1001",
+                "command": "/echo",
+                "text": f"hello {nonce}-{index}",
+                "api_app_id": "ABENCH",
+                "response_url": "https://hooks.slack.invalid/commands/1/2/3",
+                "trigger_id": f"1.2.{index}",
+            }
+        )
+        base = f"v0:{timestamp}:{body}".encode()
+        signature = "v0=" + hmac.new(SLACK_SECRET.encode(), base, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": signature,
+        }
+        lines.append(request_line("/slack/events", headers, body))
+    return "".join(lines)
 
-    async def worker() -> None:
-        nonlocal counter
-        while time.perf_counter() < deadline:
-            counter += 1
-            sender = rooms[counter % len(rooms)]
-            body, headers = sender.body(next(ids)), sender.headers
-            started_at = time.perf_counter()
+
+# -- driving -----------------------------------------------------------------------------------
+
+
+class Load:
+    """One target's wrk results, merged over the rounds."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.seconds = 0.0
+        self.errors: dict[str, int] = {}
+        self.histogram: dict[int, int] = {}  # latency (µs) -> count
+        self.rounds: list[dict[str, float]] = []
+
+    def add(self, report: dict[str, Any]) -> None:
+        self.requests += report["requests"]
+        seconds = report["duration_us"] / 1e6
+        self.seconds += seconds
+        for kind in ("connect", "read", "write", "status", "timeout"):
+            self.errors[kind] = self.errors.get(kind, 0) + report[kind]
+        for value, count in report["histogram"]:
+            self.histogram[value] = self.histogram.get(value, 0) + count
+        self.rounds.append(
+            {
+                "requests_per_s": round(report["requests"] / seconds, 1),
+                "p50_ms": report["p50_us"] / 1000,
+                "p99_ms": report["p99_us"] / 1000,
+            }
+        )
+
+    def percentile(self, p: float) -> float:
+        total = sum(self.histogram.values())
+        if not total:
+            return float("nan")
+        rank, seen = p / 100 * total, 0
+        for value in sorted(self.histogram):
+            seen += self.histogram[value]
+            if seen >= rank:
+                return value / 1000
+        return max(self.histogram) / 1000
+
+    def summary(self) -> dict[str, Any]:
+        total = sum(self.histogram.values())
+        mean = sum(v * c for v, c in self.histogram.items()) / total / 1000 if total else None
+        return {
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "requests_per_s": round(self.requests / self.seconds, 1) if self.seconds else 0.0,
+            "p50_ms": round(self.percentile(50), 3),
+            "p99_ms": round(self.percentile(99), 3),
+            "mean_ms": round(mean, 3) if mean is not None else None,
+            "errors": self.errors,
+            "rounds": self.rounds,
+        }
+
+
+def run_wrk(
+    wrk: str, url: str, requests_file: Path, nonce: str, *, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    command = [
+        wrk,
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
+    command += ["-s", str(LUA), url, "--", str(requests_file), nonce]
+    output = subprocess.run(command, capture_output=True, text=True, check=False)
+    for line in output.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            report: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
+            return report
+    sys.exit(f"wrk gave no result for {url}:\n{output.stdout}\n{output.stderr}")
+
+
+def profile(name: str, pid: int, seconds: int, drive: Any) -> dict[str, Any]:
+    """Sample ``pid`` with py-spy while wrk drives it; the hottest frames, self and total."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    raw = RESULTS / f"profile-{name}.txt"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "-d", str(seconds + 1), "-p", str(pid), "-f", "raw"]
+    command += ["-o", str(raw), "--nonblocking"]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    drive(name, seconds, f"p{name}", Load())
+    _, err = spy.communicate(timeout=60)
+    if spy.returncode != 0 or not raw.exists():
+        return {"error": err.decode(errors="replace")[-500:]}
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        samples += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+
+    def top(table: dict[str, int]) -> list[tuple[str, float]]:
+        ranked = sorted(table.items(), key=lambda item: -item[1])[:25]
+        return [(frame, round(100 * count / samples, 1)) for frame, count in ranked]
+
+    return {
+        "samples": samples,
+        "raw": str(raw.relative_to(REPO)),
+        "self": top(own),
+        "total": top(total),
+    }
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def check_replies(urls: dict[str, str], files: dict[str, Path]) -> None:
+    """One request per target, as wrk sends it; every target must answer 200 with the text."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name, url in urls.items():
+            line = files[name].read_text().splitlines()[0]
+            _, head, body = line.split("\t", 2)
+            headers = dict(pair.split(": ", 1) for pair in head.split("\x1f"))
+            body = body.replace(ID_MARK, f"check-{name}")
+            response = await client.post(url, content=body.encode(), headers=headers)
             try:
-                response = await client.post(url, content=body, headers=headers)
-            except httpx.HTTPError:
-                load.errors += 1
-                continue
-            load.latencies.append(time.perf_counter() - started_at)
-            load.statuses[response.status_code] = load.statuses.get(response.status_code, 0) + 1
-            if response.status_code != 200 or not response.json()["message"].startswith("hello"):
-                load.errors += 1
-
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    load.elapsed += time.perf_counter() - began
+                reply = response.json() if response.status_code == 200 else {}
+            except ValueError:
+                reply = {}
+            text = reply.get("message", reply.get("text", "")) if isinstance(reply, dict) else ""
+            if not str(text).startswith("hello"):
+                sys.exit(f"{name} answered {response.status_code}: {response.text[:300]}")
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    redis_server, wrk = require_tools()
     redis_port, hipchat_port = free_port(), free_port()
-    ports = {name: free_port() for name in TARGETS}
+    targets = (*TARGETS, C3) if args.floor_c3 else TARGETS
+    ports = {name: free_port() for name in targets}
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:
-        sys.exit("redis-server is not on PATH (apt-get install redis-server)")
     hipchat = FakeHipChat(base_url=f"http://127.0.0.1:{hipchat_port}")
-    addon_url = f"http://127.0.0.1:{ports['addon']}"
     base_env = {**os.environ, "PYTHONPATH": str(REPO)}
-    addon_env = {
-        **base_env,
-        "ADDON_BASE_URL": addon_url,
-        "ADDON_STORE_URL": redis_url,
-        "ADDON_HIPCHAT_HOSTS": f"127.0.0.1:{hipchat_port}",
-        "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
-        "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations"),
-        "ADDON_LOG_LEVEL": "WARNING",
-    }
+
+    def addon_env(name: str, store_url: str) -> dict[str, str]:
+        return {
+            **base_env,
+            "ADDON_BASE_URL": f"http://127.0.0.1:{ports[name]}",
+            "ADDON_STORE_URL": store_url,
+            "ADDON_HIPCHAT_HOSTS": f"127.0.0.1:{hipchat_port}",
+            "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
+            "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations"),
+            "ADDON_LOG_LEVEL": "WARNING",
+        }
+
     redis_command = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1"]
     redis_command += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    n = args.installations
+    n_sqlite = args.sqlite_installations if args.sqlite_installations is not None else n
+    result: dict[str, Any] = {}
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(started(redis_command, redis_port, workdir, "redis"))
-        stack.enter_context(
-            started(
-                uvicorn_command("addon.app:create_app_from_environ", ports["addon"]),
-                ports["addon"],
-                workdir,
-                "addon",
-                addon_env,
-            )
-        )
-        async with served(hipchat.app, hipchat_port):
-            limits = httpx.Limits(max_connections=args.concurrency + 4)
-            async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-                setup = httpx.AsyncClient(base_url=addon_url, timeout=30)
-                async with setup:
-                    installed = [
-                        await hipchat.install(setup, room_id=index + 1)
-                        for index in range(args.installations)
-                    ]
-                    descriptor = await hipchat.descriptor(setup)
-                hook = next(
-                    h
-                    for h in descriptor["capabilities"]["webhook"]
-                    if re.search(h.get("pattern", ""), "/echo hello")
+        addons = {
+            "addon": redis_url,
+            "addon-sqlite": f"sqlite:///{workdir / 'addon.db'}",
+        }
+        processes = {
+            name: stack.enter_context(
+                started(
+                    uvicorn_command("addon.app:create_app_from_environ", ports[name]),
+                    ports[name],
+                    workdir,
+                    name,
+                    addon_env(name, store),
                 )
-                path = httpx.URL(hook["url"]).path
-                secrets = {i.oauth_id: i.oauth_secret for i in installed}
-                (workdir / "secrets.json").write_text(json.dumps(secrets))
-                store = redis.asyncio.Redis.from_url(redis_url)
-                async with store:
-                    for oauth_id, secret in secrets.items():
-                        await store.set(f"bench:secret:{oauth_id}", secret)
-                floor_env = {
-                    **base_env,
-                    "BENCH_SECRETS": str(workdir / "secrets.json"),
-                    "BENCH_REDIS_URL": redis_url,
-                }
-                for name in TARGETS[1:]:
-                    command = uvicorn_command(
-                        "floors:create", ports[name], "--app-dir", str(REPO / "bench")
-                    )
-                    env = {**floor_env, "BENCH_FLOOR": name[-1]}
-                    stack.enter_context(started(command, ports[name], workdir, name, env))
+            )
+            for name, store in addons.items()
+        }
+        store = redis.asyncio.Redis.from_url(redis_url)
+        async with served(hipchat.app, hipchat_port), store:
+            memory_before = int((await store.info("memory"))["used_memory"])
+            keys_before = int(await store.dbsize())
+            installed, install_seconds = await install_many(
+                hipchat, f"http://127.0.0.1:{ports['addon']}", n, args.install_parallel
+            )
+            memory_after = int((await store.info("memory"))["used_memory"])
+            keys_after = int(await store.dbsize())
+            key_bytes = 0
+            async for key in store.scan_iter(count=1000):
+                key_bytes += int(await store.memory_usage(key) or 0)
+            installed_sqlite, sqlite_seconds = await install_many(
+                hipchat,
+                f"http://127.0.0.1:{ports['addon-sqlite']}",
+                n_sqlite,
+                args.install_parallel,
+            )
+            rss_after_installs = rss_mib(processes["addon"].pid)
+            tokens_after_installs = len(hipchat.token_requests())
 
-                rooms = [Sender.for_room(hipchat, i) for i in installed]
-                urls = {name: f"http://127.0.0.1:{ports[name]}{path}" for name in TARGETS}
-                loads = {name: Load() for name in TARGETS}
-                tokens_before = len(hipchat.token_requests())
-                ids = itertools.count()  # every delivery is a new message (no dedup hits)
-                warm = {name: Load() for name in TARGETS}
-                for name in TARGETS:  # warm-up, not counted
-                    await drive(
-                        client,
-                        urls[name],
-                        rooms,
-                        warm[name],
-                        concurrency=args.concurrency,
-                        seconds=0.5,
-                        ids=ids,
-                    )
-                for round_index in range(args.rounds):
-                    order = TARGETS if round_index % 2 == 0 else TARGETS[::-1]
-                    for name in order:
-                        await drive(
-                            client,
-                            urls[name],
-                            rooms,
-                            loads[name],
-                            concurrency=args.concurrency,
-                            seconds=args.seconds,
-                            ids=ids,
-                        )
-                tokens_during = len(hipchat.token_requests()) - tokens_before
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['addon']}") as client:
+                descriptor = await hipchat.descriptor(client)
+            hook = next(
+                h
+                for h in descriptor["capabilities"]["webhook"]
+                if re.search(h.get("pattern", ""), "/echo hello")
+            )
+            path = httpx.URL(hook["url"]).path
+
+            secrets = {i.oauth_id: i.oauth_secret for i in installed}
+            (workdir / "secrets.json").write_text(json.dumps(secrets))
+            await store.mset({f"bench:secret:{k}": v for k, v in secrets.items()})
+            floor_env = {
+                **base_env,
+                "BENCH_SECRETS": str(workdir / "secrets.json"),
+                "BENCH_REDIS_URL": redis_url,
+                "BENCH_SLACK_SECRET": SLACK_SECRET,
+            }
+            for name in ("floor-a", "floor-b", "floor-c", C3):
+                if name not in targets:
+                    continue
+                command = uvicorn_command("floors:create", ports[name], "--app-dir", str(BENCH))
+                env = {**floor_env, "BENCH_FLOOR": name.removeprefix("floor-")}
+                processes[name] = stack.enter_context(
+                    started(command, ports[name], workdir, name, env)
+                )
+            processes["bolt"] = stack.enter_context(
+                started(
+                    uvicorn_command("bolt_app:create", ports["bolt"], "--app-dir", str(BENCH)),
+                    ports["bolt"],
+                    workdir,
+                    "bolt",
+                    floor_env,
+                )
+            )
+
+            files = {name: workdir / f"{name}.requests" for name in targets}
+            hipchat_file = hipchat_requests(path, hipchat, installed)
+            for name in targets:
+                files[name].write_text(hipchat_file)
+            files["addon-sqlite"].write_text(hipchat_requests(path, hipchat, installed_sqlite))
+            files["bolt"].write_text(slack_requests(n, "check"))
+            urls = {name: f"http://127.0.0.1:{ports[name]}{path}" for name in targets}
+            urls["bolt"] = f"http://127.0.0.1:{ports['bolt']}/slack/events"
+            await check_replies(urls, files)
+
+            def drive(name: str, seconds: float, nonce: str, load: Load) -> None:
+                if name == "bolt":  # fresh timestamps: Bolt refuses requests over 5 minutes old
+                    files[name].write_text(slack_requests(n, nonce))
+                report = run_wrk(
+                    wrk,
+                    urls[name],
+                    files[name],
+                    nonce,
+                    concurrency=args.concurrency,
+                    seconds=seconds,
+                )
+                load.add(report)
+
+            loads = {name: Load() for name in targets}
+            for name in targets:  # warm-up, not counted
+                await asyncio.to_thread(drive, name, args.warmup, f"w{name}", Load())
+            cpu_before, wall = children_cpu(), 0.0
+            for round_index in range(args.rounds):
+                order = targets if round_index % 2 == 0 else targets[::-1]
+                for name in order:
+                    began = time.perf_counter()
+                    nonce = f"r{round_index}{name}"
+                    await asyncio.to_thread(drive, name, args.seconds, nonce, loads[name])
+                    wall += time.perf_counter() - began
+            wrk_cpu = children_cpu() - cpu_before
+            profiles = {}
+            for name in args.profile:  # after the measured rounds, so they are not disturbed
+                profiles[name] = await asyncio.to_thread(
+                    profile, name, processes[name].pid, args.seconds, drive
+                )
+            rss_after = {name: rss_mib(process.pid) for name, process in processes.items()}
+            tokens_total = len(hipchat.token_requests())
 
     summaries = {name: load.summary() for name, load in loads.items()}
-    floor_c = summaries["floor-c"]["requests_per_s"]
-    return {
+    addon, floor_c, bolt = summaries["addon"], summaries["floor-c"], summaries["bolt"]
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if b else None
+
+    rate_vs_c = ratio(addon["requests_per_s"], floor_c["requests_per_s"])
+    p99_vs_c = ratio(addon["p99_ms"], floor_c["p99_ms"])
+    rate_vs_bolt = ratio(addon["requests_per_s"], bolt["requests_per_s"])
+    installations_total = n + n_sqlite
+    result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "python": platform.python_version(),
@@ -330,46 +542,189 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "cpus": os.cpu_count(),
         },
         "parameters": {
-            "installations": args.installations,
+            "installations": n,
+            "sqlite_installations": n_sqlite,
             "concurrency": args.concurrency,
             "rounds": args.rounds,
             "seconds_per_round": args.seconds,
+            "warmup_seconds": args.warmup,
+            "generator": "wrk -t1 (bench/wrk/requests.lua)",
         },
         "targets": summaries,
-        "ratio_addon_to_floor_c": (
-            round(summaries["addon"]["requests_per_s"] / floor_c, 3) if floor_c else None
-        ),
+        "ratios": {
+            "addon_to_floor_c_requests_per_s": rate_vs_c,
+            "addon_to_floor_c_p99": p99_vs_c,
+            "addon_to_bolt_requests_per_s": rate_vs_bolt,
+            "addon_sqlite_to_addon_requests_per_s": ratio(
+                summaries["addon-sqlite"]["requests_per_s"], addon["requests_per_s"]
+            ),
+        },
+        "targets_met": {
+            "rate_vs_floor_c": rate_vs_c is not None and rate_vs_c >= MIN_RATE_VS_FLOOR_C,
+            "p99_vs_floor_c": p99_vs_c is not None and p99_vs_c <= MAX_P99_VS_FLOOR_C,
+            "rate_vs_bolt": rate_vs_bolt is not None and rate_vs_bolt >= MIN_RATE_VS_BOLT,
+            "one_token_per_installation": tokens_total == installations_total,
+        },
+        "installs": {
+            "redis": {"count": n, "seconds": round(install_seconds, 3)},
+            "sqlite": {"count": n_sqlite, "seconds": round(sqlite_seconds, 3)},
+            "redis_installs_per_s": round(n / install_seconds, 1),
+            "sqlite_installs_per_s": round(n_sqlite / sqlite_seconds, 1),
+            "parallel": args.install_parallel,
+        },
         "token_requests": {
-            "total": len(hipchat.token_requests()),
-            "during_load": tokens_during,
+            "total": tokens_total,
+            "installations": installations_total,
+            "per_installation": round(tokens_total / installations_total, 3),
+            "during_load": tokens_total - tokens_after_installs,
+        },
+        "redis": {
+            "bytes_per_installation": round((memory_after - memory_before) / n, 1),
+            "keys_per_installation": round((keys_after - keys_before) / n, 2),
+            "memory_usage_bytes_per_installation": round(key_bytes / n, 1),
+        },
+        "rss_mib": {"addon_after_installs": rss_after_installs, "after_run": rss_after},
+        "profiles": profiles,
+        "generator": {
+            "wrk_cpu_seconds": round(wrk_cpu, 2),
+            "wall_seconds": round(wall, 2),
+            "wrk_cpu_share_of_one_core": round(wrk_cpu / wall, 3) if wall else None,
         },
     }
+    return result
+
+
+# -- outputs -----------------------------------------------------------------------------------
+
+
+def markdown(result: dict[str, Any]) -> str:
+    p, ratios, met = result["parameters"], result["ratios"], result["targets_met"]
+
+    def yes(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    lines = [
+        f"Run {result['when']} on {result['machine']['cpus']} CPUs, Python "
+        f"{result['machine']['python']}; wrk -t1 -c{p['concurrency']}, {p['rounds']} alternating "
+        f"rounds x {p['seconds_per_round']} s per target; {p['installations']} installations "
+        f"(Redis), {p['sqlite_installations']} (SQLite).",
+        "",
+        "| target | req/s | p50 ms | p99 ms | errors | RSS after (MiB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in result["targets"].items():
+        errors = sum(row["errors"].values())
+        rss = result["rss_mib"]["after_run"].get(name)
+        lines.append(
+            f"| {name} | {row['requests_per_s']:.0f} | {row['p50_ms']:.2f} | "
+            f"{row['p99_ms']:.2f} | {errors} | {rss} |"
+        )
+    tokens, installs = result["token_requests"], result["installs"]
+    lines += [
+        "",
+        "| measure | value | target | |",
+        "|---|---:|---:|---|",
+        f"| add-on / floor(c), req/s | {ratios['addon_to_floor_c_requests_per_s']} | "
+        f"≥ {MIN_RATE_VS_FLOOR_C} | {yes(met['rate_vs_floor_c'])} |",
+        f"| add-on / floor(c), p99 | {ratios['addon_to_floor_c_p99']} | "
+        f"≤ {MAX_P99_VS_FLOOR_C} | {yes(met['p99_vs_floor_c'])} |",
+        f"| add-on / Bolt, req/s | {ratios['addon_to_bolt_requests_per_s']} | "
+        f"≥ {MIN_RATE_VS_BOLT} | {yes(met['rate_vs_bolt'])} |",
+        f"| token requests per installation (whole run) | {tokens['per_installation']} "
+        f"({tokens['total']} / {tokens['installations']}, {tokens['during_load']} under load) "
+        f"| 1 | {yes(met['one_token_per_installation'])} |",
+        f"| add-on (SQLite) / add-on (Redis), req/s | "
+        f"{ratios['addon_sqlite_to_addon_requests_per_s']} | | |",
+        f"| installs/s, full flow (Redis / SQLite) | {installs['redis_installs_per_s']} / "
+        f"{installs['sqlite_installs_per_s']} | | |",
+        f"| Redis bytes per installation: used_memory delta / MEMORY USAGE of keys | "
+        f"{result['redis']['bytes_per_installation']:.0f} / "
+        f"{result['redis']['memory_usage_bytes_per_installation']:.0f} "
+        f"({result['redis']['keys_per_installation']} keys) | | |",
+        f"| add-on RSS after installs / after run (MiB) | "
+        f"{result['rss_mib']['addon_after_installs']} / "
+        f"{result['rss_mib']['after_run'].get('addon')} | | |",
+        f"| wrk CPU, share of one core | {result['generator']['wrk_cpu_share_of_one_core']} | | |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["targets"])
+    rates = [result["targets"][n]["requests_per_s"] for n in names]
+    p50s = [result["targets"][n]["p50_ms"] for n in names]
+    p99s = [result["targets"][n]["p99_ms"] for n in names]
+    colours = ["tab:red" if n.startswith("addon") else "tab:grey" for n in names]
+    colours[names.index("bolt")] = "tab:purple"
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    bars = left.bar(names, rates, color=colours)
+    left.bar_label(bars, fmt="%.0f")
+    floor_c = result["targets"]["floor-c"]["requests_per_s"]
+    left.axhline(floor_c * MIN_RATE_VS_FLOOR_C, color="tab:green", linestyle="--", linewidth=1)
+    left.text(
+        0, floor_c * MIN_RATE_VS_FLOOR_C, f" target: {MIN_RATE_VS_FLOOR_C} x floor-c", va="bottom"
+    )
+    left.set_title("requests/s (higher is better)")
+    left.tick_params(axis="x", rotation=20)
+    bars = right.bar(names, p99s, color=colours, label="p99")
+    right.bar_label(bars, fmt="%.1f")
+    right.scatter(names, p50s, color="black", marker="_", s=400, label="p50", zorder=3)
+    p99_c = result["targets"]["floor-c"]["p99_ms"]
+    right.axhline(p99_c * MAX_P99_VS_FLOOR_C, color="tab:green", linestyle="--", linewidth=1)
+    right.text(0, p99_c * MAX_P99_VS_FLOOR_C, f" target: {MAX_P99_VS_FLOOR_C} x floor-c p99")
+    right.set_title("latency ms: bars p99, ticks p50 (lower is better)")
+    right.tick_params(axis="x", rotation=20)
+    right.legend(loc="upper right")
+    p = result["parameters"]
+    figure.suptitle(
+        f"/echo webhook, loopback, uvicorn 1 worker, wrk -c{p['concurrency']}, "
+        f"{p['rounds']} x {p['seconds_per_round']} s rounds ({result['when']})"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--installations", type=int, default=20)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per target per round")
+    parser.add_argument("--installations", type=int, default=1000)
+    parser.add_argument(
+        "--sqlite-installations", type=int, default=None, help="default: --installations"
+    )
+    parser.add_argument("--install-parallel", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=5, help="per target per round (whole s)")
+    parser.add_argument("--warmup", type=int, default=1, help="per target, not counted (s)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument(
+        "--floor-c3",
+        action="store_true",
+        help="diagnostic: also drive floor-c + 1 more GET + 1 SET NX (the add-on's round trips)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        choices=(*TARGETS, C3),
+        help="after the rounds, py-spy this target for --seconds under the same load",
+    )
     args = parser.parse_args(argv)
+    require_tools()
     with tempfile.TemporaryDirectory(prefix="addon-bench-") as tmp:
         result = asyncio.run(bench(args, Path(tmp)))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'target':<10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
-    for name, row in result["targets"].items():
-        print(
-            f"{name:<10} {row['requests_per_s']:>10.1f} {row['p50_ms']:>9.2f} "
-            f"{row['p99_ms']:>9.2f} {row['errors']:>7}"
-        )
-    print(f"add-on / floor (c): {result['ratio_addon_to_floor_c']}")
-    tokens = result["token_requests"]
-    print(
-        f"token requests seen by the fake: {tokens['total']} ({tokens['during_load']} under load)"
-    )
-    print(f"written to {args.output}")
+    table = markdown(result)
+    args.output.with_suffix(".md").write_text(table)
+    chart(result, args.output.with_suffix(".png"))
+    print(table)
+    print(f"written to {args.output} (.md, .png)")
     return 0
 
 
