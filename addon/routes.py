@@ -11,7 +11,6 @@ import html
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
@@ -240,10 +239,11 @@ async def webhook(request: Request) -> Response:
     if not isinstance(body, dict):
         raise RequestError("The webhook body is not a JSON object")
     token = extract_jwt(request.headers, request.query_params, None)
+    lookup = _InstallationLookup(addon)
     claims = await verify_jwt(
-        token, _secret_for(addon), now=addon.now(), leeway=addon.settings.jwt_leeway
+        token, lookup.secret_for, now=addon.now(), leeway=addon.settings.jwt_leeway
     )
-    installation = await addon.installations.require(claims.iss)
+    installation = lookup.found or await addon.installations.require(claims.iss)
     check_webhook_claims(claims, body, installation)
     if body.get("event") != request.path_params["event"]:
         raise RequestError("The body's event does not match the webhook URL it was sent to")
@@ -272,13 +272,17 @@ async def _dispatch(addon: Addon, body: Any, installation: Installation) -> Resp
     return JSONResponse(reply, headers=headers)
 
 
-def _secret_for(addon: Addon) -> Callable[[str], Awaitable[str | None]]:
-    async def secret_for(oauth_id: str) -> str | None:
-        # No cache: every replica sees an uninstall at once (one store read per request).
-        installation = await addon.installations.get(oauth_id_from(oauth_id))
-        return None if installation is None else installation.oauth_secret.value
+class _InstallationLookup:
+    """Finds the JWT issuer's secret, and keeps the installation for the rest of the request."""
 
-    return secret_for
+    def __init__(self, addon: Addon) -> None:
+        self.addon = addon
+        self.found: Installation | None = None
+
+    async def secret_for(self, oauth_id: str) -> str | None:
+        # No cache across requests: every replica sees an uninstall at once.
+        self.found = await self.addon.installations.get(oauth_id_from(oauth_id))
+        return None if self.found is None else self.found.oauth_secret.value
 
 
 def _require_admin(request: Request) -> Addon:
