@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 
 from addon.settings import Settings
@@ -216,3 +218,26 @@ async def reopen_store(
     yield reopen
     for again in opened:
         await again.close()
+
+
+@pytest.fixture
+def live_hipchat() -> Iterator[FakeHipChat]:
+    """A FakeHipChat served by uvicorn on a real loopback socket, in a thread."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    hipchat = FakeHipChat(base_url=f"http://127.0.0.1:{port}")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            hipchat.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the fake HipChat did not start"
+        time.sleep(0.02)
+    yield hipchat
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -597,3 +597,14 @@ def test_test_keeps_pytest_exit_status(tmp_path: Path, venv_stub: Path) -> None:
 def test_readme_test_command_is_what_ci_runs() -> None:
     assert "scripts/test" in readme_commands(), "README.md must give `scripts/test` in a code block"
     assert "\nexec scripts/test\n" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_the_bench_command_installs_what_it_needs() -> None:
+    script = ROOT / "bench" / "run"
+    text = script.read_text()
+    assert os.access(script, os.X_OK)
+    assert text.index("apt-get update") < text.index("apt-get install")
+    assert "wrk" in text and "redis-server" in text
+    assert "-r bench/requirements.txt" in text and "scripts/install" in text
+    assert "bench/run.py" in text
+    assert "bench/run" in (ROOT / "README.md").read_text()

@@ -7,15 +7,10 @@ written for the older server did.
 from __future__ import annotations
 
 import dataclasses
-import socket
 import textwrap
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from addon.app import create_app
 from addon.settings import Settings
@@ -47,28 +42,6 @@ SCRIPTS = {
             log.info("posted")
     """,
 }
-
-
-@pytest.fixture
-def live_hipchat() -> Iterator[FakeHipChat]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    hipchat = FakeHipChat(base_url=f"http://127.0.0.1:{port}")
-    server = uvicorn.Server(
-        uvicorn.Config(
-            hipchat.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the fake HipChat did not start"
-        time.sleep(0.02)
-    yield hipchat
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 async def test_seed_scripts_in_their_two_three_and_six_argument_forms(
