@@ -25,7 +25,7 @@ from addon.store import Store
 from addon.store.redis import RedisStore
 from addon.store.sqlite import SQLiteStore
 from addon.testing import FakeHipChat
-from tests.helpers import make_app, settings_for
+from tests.helpers import make_app, redis_answers_ping, settings_for
 
 _REDIS_START_TIMEOUT = 10.0
 
@@ -143,21 +143,12 @@ def _wait_for_redis(port: int, process: subprocess.Popen[bytes], log: Path) -> N
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"redis-server exited with status {process.returncode}:\n{log.read_text()}")
-        if _answers_ping(port):
+        if redis_answers_ping(port):
             return
         time.sleep(0.02)
     pytest.fail(
         f"redis-server did not answer PING within {_REDIS_START_TIMEOUT} s:\n{log.read_text()}"
     )
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -46,3 +47,13 @@ async def store_snapshot(store: Store) -> dict[str, str | None]:
     keys = sorted(await store.scan(""))
     values = await store.get_many(keys) if keys else []
     return dict(zip(keys, values, strict=True))
+
+
+def redis_answers_ping(port: int) -> bool:
+    """True when a Redis server on 127.0.0.1:``port`` answers PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False

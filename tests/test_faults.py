@@ -31,7 +31,7 @@ from addon.settings import Settings
 from addon.store import Store
 from addon.store.redis import RedisStore
 from addon.testing import FakeHipChat, FakeHipChatError, Installed
-from tests.helpers import REPO
+from tests.helpers import REPO, redis_answers_ping
 
 pytestmark = pytest.mark.anyio
 
@@ -104,7 +104,7 @@ class PrivateRedis:
         with log.open("ab") as output:
             self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        while not _answers_ping(self.port):
+        while not redis_answers_ping(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"private redis-server did not start:\n{log.read_text()}")
             time.sleep(0.02)
@@ -136,15 +136,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 async def test_redis_down_gives_503s_and_service_resumes_when_it_is_back(
