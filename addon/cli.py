@@ -81,7 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "storage":
             return asyncio.run(_storage(args.action, args.file, settings))
         return _inspect(args.command, settings)
-    except (ConfigError, IntegrationError, RequestError, StoreUnavailable) as exc:
+    except (
+        ConfigError,
+        IntegrationError,
+        RequestError,
+        StoreUnavailable,
+        OSError,
+        ValueError,
+    ) as exc:
         print(f"hipchat-addon: {exc}", file=sys.stderr)
         return 2
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
 
+from addon.errors import StoreUnavailable
 from addon.installations import Installation
 from addon.settings import Settings
 from addon.store import Keys, Store, lock
@@ -132,14 +133,16 @@ class Storage:
 
     async def set(self, name: str, value: JSON) -> None:
         """Store ``value`` (anything JSON can hold) under ``name``."""
-        async with lock(self._store, self._lock_key):
+        async with lock(self._store, self._lock_key) as acquired:
+            _require(acquired, self._key)
             data = await self.all()
             data[name] = value
             await self._store.put(self._key, json.dumps(data, sort_keys=True))
 
     async def delete(self, name: str) -> bool:
         """Forget ``name``; True when it was stored."""
-        async with lock(self._store, self._lock_key):
+        async with lock(self._store, self._lock_key) as acquired:
+            _require(acquired, self._key)
             data = await self.all()
             if name not in data:
                 return False
@@ -245,3 +248,9 @@ class RoomEvent(Context):
     sender: Sender | None
     item: Mapping[str, object] = dataclasses.field(repr=False)
     """The event's ``item`` (``topic``, ``file``... per §6.3)."""
+
+
+def _require(acquired: bool, key: str) -> None:
+    # Writing without the lock could lose another replica's update: refuse instead.
+    if not acquired:
+        raise StoreUnavailable(f"Storage at {key!r} stayed locked; try again")

@@ -86,7 +86,7 @@ def _id(value: object) -> str | None:
 
 
 def _int(value: object) -> int | None:
-    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         return None

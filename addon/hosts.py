@@ -30,6 +30,10 @@ class HostPolicy:
         """Return ``url`` when it may be used; else raise ``HostNotAllowed`` naming ``what``."""
         if not isinstance(url, str) or not url or len(url) > 2048:
             raise HostNotAllowed(f"{what} is missing or not a URL; expected an http(s) URL")
+        # urlsplit drops tabs and newlines silently, and httpx refuses control characters: a URL
+        # holding either is never one HipChat sent.
+        if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+            raise HostNotAllowed(f"{what} contains spaces or control characters; refused")
         try:
             parts = urlsplit(url)
             host, port = parts.hostname, parts.port

@@ -157,7 +157,7 @@ def _integer(data: Mapping[str, object], name: str, *, required: bool) -> int | 
     if value is None and not required:
         return None
     # HipChat sends integers; some clients sent numeric strings (be lenient, but no bools/floats).
-    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise RequestError(f"{name} must be a non-negative integer; got {type(value).__name__}")

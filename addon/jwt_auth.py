@@ -207,7 +207,11 @@ def _claims(payload: Mapping[str, object], issuer: str) -> Claims:
         sub=_id(subject),
         iat=_number(payload, "iat", issuer),
         exp=_number(payload, "exp", issuer),
-        room_id=int(room_id) if room_id is not None and room_id.isdigit() else None,
+        room_id=(
+            int(room_id)
+            if room_id is not None and room_id.isascii() and room_id.isdigit() and len(room_id) < 19
+            else None
+        ),
         user_tz=user_tz if isinstance(user_tz, str) else None,
         jti=_id(jti),
     )

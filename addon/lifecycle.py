@@ -42,7 +42,7 @@ async def fetch_document(
             body = await _read_capped(http, url, what=what, max_bytes=max_bytes)
     except TimeoutError as exc:
         raise InstallRefused(f"{what} did not arrive within {seconds:g} s") from exc
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise InstallRefused(f"{what} could not be fetched ({type(exc).__name__})") from exc
     try:
         return json.loads(body)

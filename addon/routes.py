@@ -101,7 +101,7 @@ async def read_json(request: Request) -> Any:
             raise RequestError(f"The request body is larger than {MAX_BODY_BYTES} bytes")
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past Python's limit
         raise RequestError("The request body is not valid JSON") from None
 
 

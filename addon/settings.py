@@ -89,7 +89,9 @@ class Settings:
             shutdown_timeout=_number(
                 env, "ADDON_SHUTDOWN_TIMEOUT", float, defaults.shutdown_timeout, 0, 600
             ),
-            http_timeout=_number(env, "ADDON_HTTP_TIMEOUT", float, defaults.http_timeout, 0.1, 120),
+            # At most 25 s: a token refresh must finish inside the 30 s store lock that makes it
+            # single-flight, or another replica could spend the same refresh token.
+            http_timeout=_number(env, "ADDON_HTTP_TIMEOUT", float, defaults.http_timeout, 0.1, 25),
             max_document_bytes=_number(
                 env, "ADDON_MAX_DOCUMENT_BYTES", int, defaults.max_document_bytes, 1024, 16 << 20
             ),

@@ -99,7 +99,7 @@ async def fetch_token(
         # httpx times each read on its own (and ASGITransport not at all): bound the whole call.
         async with asyncio.timeout(request_deadline(http)):
             response = await http.post(installation.token_url, data=dict(form), auth=auth)
-    except (httpx.HTTPError, TimeoutError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
         raise TokenError(f"{where} could not be reached ({type(exc).__name__})") from exc
     if grant in _USER_GRANTS and response.status_code in (400, 401):
         raise ApprovalRequired(f"{where} refused the {grant} grant; the user must approve again")

@@ -136,3 +136,20 @@ def test_cli_check_lists_every_command(
     out = capsys.readouterr().out
     for usage in ("/echo <text>", "/remember <key> <value>", "/card", "/ping", "/help"):
         assert usage in out
+
+
+@pytest.mark.parametrize("content", [None, "{not json"], ids=["missing-file", "not-json"])
+def test_cli_storage_import_of_a_bad_file_exits_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    content: str | None,
+) -> None:
+    monkeypatch.setenv("ADDON_STORE_URL", f"sqlite:///{tmp_path / 'addon.db'}")
+    monkeypatch.setenv("ADDON_CAPABILITIES_PATH", str(REPO / "capabilities"))
+    source = tmp_path / "in.json"
+    if content is not None:
+        source.write_text(content)
+    assert main(["storage", "import", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hipchat-addon: ") and "Traceback" not in err

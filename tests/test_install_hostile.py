@@ -191,3 +191,43 @@ async def test_a_used_installable_url_cannot_install_again(
 
     assert replay.status_code == 400
     assert await store_snapshot(store) == {}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hipchat.test/v2/capabilities\x00",
+        "http://hipchat.test/v2/capa bilities",
+        "http://hipchat.test/v2/capabilities\n",
+        "http://hipchat.test/\x7f",
+        "http://hipchat.test/v2/\tcapabilities",
+    ],
+    ids=["nul", "space", "newline", "del", "tab"],
+)
+async def test_urls_with_control_characters_are_refused(
+    addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store, url: str
+) -> None:
+    response = await addon.post("/installable", json=good(hipchat, capabilitiesUrl=url))
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "HostNotAllowed"
+    query = {"installable_url": url, "redirect_url": f"{hipchat.base_url}/addons/done"}
+    assert (await addon.get("/installable/installed", params=query)).status_code == 400
+    assert await store_snapshot(store) == {}
+
+
+@pytest.mark.parametrize(
+    "value", ["\u00b2", "\u0663", "1\u00b2"], ids=["superscript", "arabic", "mixed"]
+)
+async def test_unicode_digits_are_not_numbers(
+    addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store, value: str
+) -> None:
+    response = await addon.post("/installable", json=good(hipchat, groupId=value))
+    assert response.status_code == 400
+    assert await store_snapshot(store) == {}
+
+
+async def test_deeply_nested_json_is_refused(addon: httpx.AsyncClient, store: Store) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    response = await addon.post("/installable", content=body)
+    assert response.status_code == 400
+    assert await store_snapshot(store) == {}

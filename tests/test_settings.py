@@ -79,3 +79,10 @@ def test_secrets_are_masked() -> None:
     assert "k" * 20 not in repr(settings)
     assert "t" * 20 not in repr(settings)
     assert str(Secret("hidden-value")) == "**********"
+
+
+def test_the_http_timeout_stays_inside_the_token_lock() -> None:
+    # A token refresh must end before its 30 s single-flight lock does.
+    assert Settings.from_environ({"ADDON_HTTP_TIMEOUT": "25"}).http_timeout == 25
+    with pytest.raises(ConfigError, match="ADDON_HTTP_TIMEOUT"):
+        Settings.from_environ({"ADDON_HTTP_TIMEOUT": "31"})

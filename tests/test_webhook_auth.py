@@ -129,3 +129,19 @@ async def test_a_small_clock_skew_is_tolerated(hipchat: FakeHipChat, room: Insta
     token = sign_jwt(room.oauth_id, room.oauth_secret, now=time.time() + 5, sub=1001, room_id=1)
     response = await hipchat.send_message(room, "/echo skewed", token=token)
     assert response is not None and response.status_code == 200
+
+
+async def test_unicode_digits_in_ids_are_refused_not_crashed(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    claims = {"iss": room.oauth_id, "iat": int(time.time()), "exp": int(time.time()) + 60}
+    token = jwt.encode({**claims, "sub": 1001, "context": {"room_id": "\u00b2"}}, room.oauth_secret)
+    body = {
+        "event": "room_message",
+        "item": {"message": hipchat.message("/echo x"), "room": {"id": "\u00b2", "name": "x"}},
+    }
+    response = await room.addon.post(
+        "/webhook/room_message", json=body, headers={"Authorization": f"JWT {token}"}
+    )
+    assert 400 <= response.status_code < 500
+    assert hipchat.notifications(room) == []
