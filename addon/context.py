@@ -106,8 +106,8 @@ class Outbox(Protocol):
         """Deliver a reply (in the webhook response, or through the REST API)."""
         ...
 
-    async def run_sync(self, func: Callable[[], _T]) -> _T:
-        """Run ``func`` in the integration worker threads and return its result."""
+    async def run_sync(self, func: Callable[[], _T], *, owner: str) -> _T:
+        """Run ``func`` in a worker thread on behalf of integration ``owner``; its result."""
         ...
 
 
@@ -220,7 +220,9 @@ class Context:
 
     async def run_sync(self, func: Callable[..., _T], /, *args: object) -> _T:
         """Run blocking ``func(*args)`` in the integration worker threads."""
-        return await self.outbox.run_sync(functools.partial(func, *args))
+        return await self.outbox.run_sync(
+            functools.partial(func, *args), owner=self.integration.key
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)

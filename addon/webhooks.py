@@ -17,6 +17,7 @@ is logged and its room gets a short red notice, and nothing else is affected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -62,16 +63,50 @@ class _Job:
     call: Callable[[], object]
 
 
+class _Workers:
+    """The integration worker threads; one integration holds at most half of them.
+
+    A call that timed out keeps its thread until the function returns (Python cannot stop a
+    thread), so a slot is given back when the thread finishes, not when the caller gives up: an
+    integration that hangs uses up its own slots, never the other integrations' threads.
+    """
+
+    def __init__(self, max_threads: int) -> None:
+        self.executor = ThreadPoolExecutor(max_threads, thread_name_prefix="integration")
+        self.per_owner = max(1, max_threads // 2)
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    async def run(self, owner: str, func: Callable[[], _T]) -> _T:
+        slots = self._slots.setdefault(owner, asyncio.Semaphore(self.per_owner))
+        await slots.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            future = self.executor.submit(func)
+        except BaseException:
+            slots.release()
+            raise
+        future.add_done_callback(lambda _: _release(loop, slots))
+        return await asyncio.wrap_future(future)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _release(loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody waits any more
+        loop.call_soon_threadsafe(slots.release)
+
+
 class _Delivery:
     """The outbox of one webhook: the first reply within the window rides on the response."""
 
     def __init__(
-        self, runtime: Runtime, installation: Installation, room: Room, executor: ThreadPoolExecutor
+        self, runtime: Runtime, installation: Installation, room: Room, workers: _Workers
     ) -> None:
         self._runtime = runtime
         self._installation = installation
         self._room = room
-        self._executor = executor
+        self._workers = workers
         self._first: asyncio.Future[dict[str, object] | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -83,10 +118,9 @@ class _Delivery:
             return
         await self._runtime.post_notification(self._installation, self._room.id, notification)
 
-    async def run_sync(self, func: Callable[[], _T]) -> _T:
+    async def run_sync(self, func: Callable[[], _T], *, owner: str) -> _T:
         context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(context.run, func))
+        return await self._workers.run(owner, functools.partial(context.run, func))
 
     def job_done(self) -> None:
         self.pending -= 1
@@ -128,7 +162,7 @@ class Dispatcher:
         }
         self._patterns = [(i, p, h) for i in integrations for p, h in i.patterns]
         self._events = [(i, e, h) for i in integrations for e, h in i.events]
-        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="integration")
+        self._workers = _Workers(max_threads)
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors: list[BaseException] = []
         self._draining = False
@@ -139,7 +173,7 @@ class Dispatcher:
         """Run what ``event`` selects; return the reply for the webhook response, or None."""
         hook = parse_webhook(event)
         room = _room_of(hook, installation)
-        delivery = _Delivery(self._runtime, installation, room, self._executor)
+        delivery = _Delivery(self._runtime, installation, room, self._workers)
         scope = _Scope(hook, installation, room, delivery, request_id)
         jobs = self._select(scope)
         if jobs and self._draining:
@@ -164,7 +198,7 @@ class Dispatcher:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=NOTICE_GRACE)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._workers.shutdown()
         if self._errors:
             raise self._errors[0]
 

@@ -515,3 +515,32 @@ async def test_storage_that_is_not_an_object_fails_the_handler(store: Store) -> 
 
     reply = await dispatch(Dispatcher([integration], runtime), message("/kv"))
     assert reply == text("/kv failed; the error is logged", color="red")
+
+
+@pytest.mark.anyio
+async def test_a_hung_sync_integration_cannot_take_the_other_integrations_threads(
+    store: Store,
+) -> None:
+    release = threading.Event()
+    hog, calm = Integration("hog"), Integration("calm")
+
+    @hog.command("hog")
+    def block(message: RoomMessage) -> str:
+        release.wait(10)
+        return "released"
+
+    @calm.command("calm")
+    def answer(message: RoomMessage) -> str:
+        return "still here"
+
+    runtime = runtime_with(store, reply_window=0.05, command_timeout=0.2)
+    dispatcher = Dispatcher([hog, calm], runtime, max_threads=4)
+    try:
+        for _ in range(6):  # more than every thread: each hangs past its timeout
+            await dispatch(dispatcher, message("/hog"))
+        await asyncio.sleep(0.3)
+        reply = await dispatch(dispatcher, message("/calm"))
+    finally:
+        release.set()
+        await dispatcher.drain(2)
+    assert reply is not None and reply["message"] == "still here"
