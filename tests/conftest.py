@@ -191,9 +191,9 @@ async def addon(
 
 @pytest.fixture
 async def reopen_store(
-    store: Store, request: pytest.FixtureRequest
+    store: Store, clock: FakeClock, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[[], Store]]:
-    """Opens another store object on the same data as ``store`` (a restart of the add-on)."""
+    """Opens another store on the same data as ``store`` (same namespace or file, same clock)."""
     opened: list[Store] = []
 
     def reopen() -> Store:
@@ -202,7 +202,7 @@ async def reopen_store(
             again = RedisStore(request.getfixturevalue("redis_url"), namespace=store.namespace)
         else:
             assert isinstance(store, SQLiteStore)
-            again = SQLiteStore(f"sqlite:///{store.path}")
+            again = SQLiteStore(store.url, namespace=store.namespace, now=clock)
         opened.append(again)
         return again
 

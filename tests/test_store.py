@@ -37,28 +37,6 @@ def advance_time(store: Store, clock: FakeClock) -> AdvanceTime:
     return advance
 
 
-@pytest.fixture
-async def reopen(
-    store: Store, clock: FakeClock, request: pytest.FixtureRequest
-) -> AsyncIterator[Reopen]:
-    """Open another store on the same data as ``store`` (same Redis namespace, same file)."""
-    opened: list[Store] = []
-
-    def open_again() -> Store:
-        again: Store
-        if isinstance(store, RedisStore):
-            again = RedisStore(request.getfixturevalue("redis_url"), namespace=store.namespace)
-        else:
-            assert isinstance(store, SQLiteStore)
-            again = SQLiteStore(store.url, namespace=store.namespace, now=clock)
-        opened.append(again)
-        return again
-
-    yield open_again
-    for again in opened:
-        await again.close()
-
-
 # -- the contract -------------------------------------------------------------------------------
 
 
@@ -217,13 +195,13 @@ async def test_lock_yields_false_when_the_wait_runs_out(store: Store) -> None:
         assert await store.get("lock") is not None
 
 
-async def test_values_survive_closing_and_reopening(store: Store, reopen: Reopen) -> None:
+async def test_values_survive_closing_and_reopening(store: Store, reopen_store: Reopen) -> None:
     await store.put("installation", "{}")
     await store.put("token", "t", ttl=60)
     await store.add_member("installations", "abc")
     await store.close()
     await store.close()  # closing twice is harmless
-    again = reopen()
+    again = reopen_store()
     assert await again.get("installation") == "{}"
     assert await again.ttl("token") is not None
     assert await again.members("installations") == {"abc"}
