@@ -22,7 +22,7 @@ from addon.descriptor import Capabilities
 from addon.errors import ClientGone, Forbidden, InstallRefused, RequestError
 from addon.hosts import HostPolicy
 from addon.installations import Installation, InstallationRepository, InstallPayload
-from addon.tokens import TokenService, fetch_token
+from addon.tokens import TokenService, client_credentials
 
 __all__ = ["Lifecycle", "fetch_document"]
 
@@ -109,9 +109,8 @@ class Lifecycle:
             scopes=self.scopes,
             installed_at=previous.installed_at if previous else self.now(),
         )
-        form = {"grant_type": "client_credentials", "scope": " ".join(self.scopes)}
         try:
-            token = await fetch_token(self.http, installation, form, now=self.now())
+            token = await self.tokens.grant(installation, client_credentials(self.scopes))
         except ClientGone as exc:
             raise InstallRefused(
                 f"The token endpoint refused the credentials of {payload.oauth_id!r}; not installed"
@@ -138,9 +137,8 @@ class Lifecycle:
         installation = await self.repository.get(oauth_id)
         if installation is None:
             return False
-        form = {"grant_type": "client_credentials", "scope": " ".join(installation.scopes)}
         try:
-            await fetch_token(self.http, installation, form, now=self.now())
+            await self.tokens.grant(installation, client_credentials(installation.scopes))
         except ClientGone:
             await self.repository.delete(oauth_id)
             log.info("uninstalled", extra={"oauth_id": oauth_id, "room_id": installation.room_id})

@@ -37,6 +37,7 @@ __all__ = [
     "AddonTokenSource",
     "TokenService",
     "cache_lifetime",
+    "client_credentials",
     "fetch_token",
     "request_deadline",
 ]
@@ -78,6 +79,11 @@ class AccessToken:
             record["refresh_token"] = sealer.open(record["refresh_token"])
         record["scopes"] = tuple(record["scopes"])
         return cls(**record)
+
+
+def client_credentials(scopes: Sequence[str]) -> dict[str, str]:
+    """The form of an add-on token request for ``scopes`` (protocol reference §4.1)."""
+    return {"grant_type": "client_credentials", "scope": " ".join(scopes)}
 
 
 async def fetch_token(
@@ -231,7 +237,7 @@ class TokenService:
     async def _refresh(
         self, installation: Installation, scopes: tuple[str, ...], key: str
     ) -> AccessToken:
-        form = {"grant_type": "client_credentials", "scope": " ".join(scopes)}
+        form = client_credentials(scopes)
         try:
             token = await self.grant(installation, form)
         except ClientGone:
