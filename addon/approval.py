@@ -1,4 +1,4 @@
-"""User tokens through the approval redirect (protocol reference §4.3).
+"""User tokens through the approval redirect (docs/protocol.md, User approval).
 
 An add-on acts *as a user* only after that user approved it in HipChat:
 

@@ -1,8 +1,8 @@
 """The context a handler gets: the room, the sender, storage and ways to answer.
 
 A ``RoomMessage`` for commands and message patterns, a ``RoomEvent`` for other room events
-(protocol reference §6.1); both are a ``Context``. ``Runtime`` and ``Outbox`` are the seams the
-dispatcher fills in (``addon.runtime.AddonRuntime`` is the production ``Runtime``).
+(docs/protocol.md, Webhook events); both are a ``Context``. ``Runtime`` and ``Outbox`` are the
+seams the dispatcher fills in (``addon.runtime.AddonRuntime`` is the production ``Runtime``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ __all__ = [
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
 COLORS = frozenset({"yellow", "green", "red", "purple", "gray", "random"})
-MAX_MESSAGE = 10_000  # characters HipChat accepts in a notification's message (§8.4)
+MAX_MESSAGE = 10_000  # characters in a notification message (docs/protocol.md, Room notifications)
 _T = TypeVar("_T")
 
 
@@ -87,7 +87,7 @@ class Runtime(Protocol):
     async def post_notification(
         self, installation: Installation, room_id: int, notification: dict[str, object]
     ) -> None:
-        """Send ``notification`` (a §8.4 body) to ``room_id`` through the REST API."""
+        """Send ``notification`` to ``room_id`` via REST (docs/protocol.md, Room notifications)."""
         ...
 
     async def addon_token(self, installation: Installation) -> str:
@@ -159,7 +159,7 @@ def build_notification(
     notify: bool = False,
     card: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
-    """A Send Room Notification body (§8.4); long text is cut at HipChat's 10,000 characters."""
+    """A notification body (docs/protocol.md, Room notifications), text cut at 10,000 characters."""
     if not isinstance(text, str) or not text:
         raise ValueError(
             "A reply needs a non-empty text (HipChat requires 'message', even with a card)"
@@ -213,7 +213,10 @@ class Context:
         notify: bool = False,
         card: Mapping[str, object] | None = None,
     ) -> None:
-        """Post ``text`` to the room (``html=True`` for HipChat's HTML subset, §8.4)."""
+        """Post ``text`` to the room.
+
+        ``html=True`` sends HipChat's HTML subset (docs/protocol.md, Room notifications).
+        """
         await self.outbox.send(
             build_notification(text, html=html, color=color, notify=notify, card=card)
         )
@@ -249,7 +252,7 @@ class RoomEvent(Context):
     event: str
     sender: Sender | None
     item: Mapping[str, object] = dataclasses.field(repr=False)
-    """The event's ``item`` (``topic``, ``file``... per §6.3)."""
+    """The event's ``item`` (``topic``, ``file``... per docs/protocol.md, Webhook payloads)."""
 
 
 def _require(acquired: bool, key: str) -> None:

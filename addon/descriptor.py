@@ -2,8 +2,9 @@
 
 It is built from two parts: the static file ``capabilities/addon.json`` (key, name, vendor, scopes,
 install options, UI extensions) and what the loaded integrations declare (webhooks, extra scopes).
-``build_descriptor`` is a pure function; ``validate_descriptor`` applies HipChat's rules (protocol
-reference §1.4) so that a broken descriptor stops the add-on at start-up instead of an install.
+``build_descriptor`` is a pure function; ``validate_descriptor`` applies HipChat's rules
+(docs/protocol.md, Descriptor validation) so that a broken descriptor stops the add-on at start-up
+instead of an install.
 """
 
 from __future__ import annotations

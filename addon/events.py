@@ -1,7 +1,7 @@
 """Webhook bodies: ``parse_webhook`` reads what HipChat POSTs into a ``Webhook``.
 
-Reading is lenient (protocol reference §6.3): ids may be ints or strings, and optional parts may be
-absent. Only a body without an ``event`` is refused, with ``RequestError``.
+Reading is lenient (docs/protocol.md, Webhook payloads): ids may be ints or strings, and optional
+parts may be absent. Only a body without an ``event`` is refused, with ``RequestError``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ class Webhook:
 
 
 def parse_webhook(body: object) -> Webhook:
-    """Read a webhook body (§6.3); raise ``RequestError`` when it has no ``event``."""
+    """Read a webhook body (docs/protocol.md, Webhook payloads); no ``event``: ``RequestError``."""
     if not isinstance(body, Mapping) or not isinstance(body.get("event"), str):
-        raise RequestError("The webhook body is not a JSON object with an 'event'; send §6.3's")
+        raise RequestError(
+            "The webhook body must be a JSON object with an 'event' string, such as 'room_message'"
+        )
     item = _mapping(body.get("item"))
     message = _mapping(item.get("message"))
     text = message.get("message")
@@ -62,7 +64,7 @@ def _room(item: Mapping[str, object], body: Mapping[str, object]) -> Room | None
 
 def _sender(item: Mapping[str, object]) -> Sender | None:
     # room_message: item.message.from; other events: item.sender. A room_notification's
-    # "from" is a label string, not a user (§6.3).
+    # "from" is a label string, not a user (docs/protocol.md, Webhook payloads).
     sender = _mapping(_mapping(item.get("message")).get("from")) or _mapping(item.get("sender"))
     sender_id = _id(sender.get("id"))
     if sender_id is None:

@@ -2,8 +2,8 @@
 
 An integration module exports one ``Integration`` named ``integration`` and registers handlers on
 it with decorators. Each handler gets one typed context: a ``RoomMessage`` for commands and
-message patterns, a ``RoomEvent`` for other room events (protocol reference §6.1); both live in
-``addon.context``.
+message patterns, a ``RoomEvent`` for other room events (docs/protocol.md, Webhook events); both
+live in ``addon.context``.
 
 ```python
 # integrations/echo.py
@@ -190,7 +190,10 @@ class Integration:
         return register
 
     def on_event(self, event: str) -> Callable[[_EH], _EH]:
-        """Register a handler for a room event other than ``room_message`` (§6.1)."""
+        """Register a handler for a room event other than ``room_message``.
+
+        See docs/protocol.md, Webhook events.
+        """
 
         def register(func: _EH) -> _EH:
             handler = self._handler(func, _name(func))
@@ -207,7 +210,10 @@ class Integration:
         return register
 
     def webhooks(self) -> list[WebhookSpec]:
-        """The webhooks the descriptor must declare for this integration (§1.2, §6.4)."""
+        """The webhooks the descriptor must declare for this integration.
+
+        See docs/protocol.md, Descriptor capabilities and Slash commands.
+        """
         specs: list[WebhookSpec] = []
         if self.commands:
             names = "|".join(re.escape(n) for n in sorted(self.commands))

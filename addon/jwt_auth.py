@@ -1,4 +1,4 @@
-"""Signed requests: the JWTs HipChat puts on webhooks, glances and pages (protocol reference §5).
+"""Signed requests: the JWTs HipChat puts on webhooks, glances and pages (docs/protocol.md, JWT).
 
 HipChat signs with HS256 and the installation's ``oauthSecret``; ``iss`` is the installation's
 ``oauth_id``. ``verify_jwt`` reads ``iss`` from the unverified token only to find that secret,
@@ -28,7 +28,8 @@ ALGORITHM = "HS256"
 _REQUIRED = ["iss", "iat", "exp"]
 _MAX_ISSUER = 128  # an oauth_id is at most 128 characters (installations.oauth_id_from)
 # Times are checked against the injected ``now``, so PyJWT's own clock checks are off. ``sub`` may
-# be an int on HipChat (§5.1), and HipChat defines no ``aud``: PyJWT's checks of those are off too.
+# be an int on HipChat, which defines no ``aud`` (docs/protocol.md, JWT from HipChat): PyJWT's
+# checks of those are off too.
 _DECODE_OPTIONS: Options = {
     "require": _REQUIRED,
     "verify_exp": False,
@@ -225,7 +226,7 @@ def _number(payload: Mapping[str, object], name: str, issuer: str) -> float:
 
 
 def _id(value: object) -> str | None:
-    """An id from the wire as a string: HipChat sends ints or strings (§5.1, §6.3)."""
+    """An id from the wire as a string: HipChat sends ints or strings (docs/protocol.md, JWT)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         return None
     return str(value)
@@ -243,8 +244,8 @@ def _body_id(value: object, what: str, issuer: str) -> str | None:
 
 
 def _sender(item: Mapping[str, object]) -> Mapping[str, object]:
-    # room_message: item.message.from; other events: item.sender (§6.3). A room_notification's
-    # "from" is a label string, not a user.
+    # room_message: item.message.from; other events: item.sender. A room_notification's "from" is
+    # a label string, not a user (docs/protocol.md, Webhook payloads).
     return _mapping(_mapping(item.get("message")).get("from")) or _mapping(item.get("sender"))
 
 

@@ -1,9 +1,11 @@
 """The installation lifecycle: install, update and uninstall, server-side and client-side.
 
-Protocol reference §2. Every URL HipChat hands us passes the ``HostPolicy`` before it is fetched or
+Every URL HipChat hands us passes the ``HostPolicy`` before it is fetched or
 redirected to; documents are fetched with a timeout and a size cap and without following redirects.
 An install is stored only after the capabilities document checks out and the token endpoint accepted
 the credentials; an uninstall removes the installation only once the token endpoint refuses them.
+
+See docs/protocol.md, Installation.
 """
 
 from __future__ import annotations

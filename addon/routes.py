@@ -208,7 +208,7 @@ async def oauth_approve(request: Request) -> Response:
 
 
 async def oauth_callback(request: Request) -> Response:
-    """``GET /oauth/callback``: HipChat sends the user back here with a code (§4.3)."""
+    """``GET /oauth/callback``: HipChat sends the user back with a code (docs/protocol.md)."""
     addon = _addon(request)
     try:
         await addon.approvals.complete(request.query_params)

@@ -88,7 +88,7 @@ class AddonRuntime:
     async def post_notification(
         self, installation: Installation, room_id: int, notification: dict[str, object]
     ) -> None:
-        """Send a §8.4 notification body to ``room_id`` through the REST API."""
+        """Send a notification body to ``room_id`` (docs/protocol.md, Room notifications)."""
         fields = {k: notification[k] for k in _NOTIFICATION_FIELDS if k in notification}
         client = self.client_for(installation)
         await client.send_room_notification(

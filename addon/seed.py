@@ -136,7 +136,7 @@ def parse_static_tokens(entries: Iterable[str]) -> StaticTokens:
 
 
 def seed_notification(body: Mapping[str, object]) -> SeedNotification:
-    """The old server's notification object, built from a HipChat webhook body (§6.3)."""
+    """The old server's notification object, from a HipChat webhook body (docs/protocol.md)."""
     item = _mapping(body.get("item"))
     message = _mapping(item.get("message"))
     sender = _mapping(message.get("from")) or _mapping(item.get("sender"))

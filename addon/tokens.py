@@ -1,6 +1,6 @@
 """Add-on tokens from the OAuth token endpoint, cached and refreshed once per expiry.
 
-``fetch_token`` is the one place that talks to ``tokenUrl`` (protocol reference §4.1).
+``fetch_token`` is the one place that talks to ``tokenUrl`` (docs/protocol.md, Token endpoint).
 ``TokenService`` caches add-on tokens (``client_credentials``) in the store for ``expires_in`` less
 a margin, and refreshes them single-flight: one asyncio lock per (installation, scopes) inside a
 process, and a store lock with a re-check after acquiring it across processes and replicas.
@@ -8,7 +8,8 @@ User tokens (``authorization_code``/``refresh_token``) are kept by ``addon.appro
 
 How the token endpoint's refusals are read:
 
-- a 401 to ``client_credentials`` raises ``ClientGone``: the OAuth client was deleted (§2.4);
+- a 401 to ``client_credentials`` raises ``ClientGone``: the OAuth client was deleted
+  (docs/protocol.md, Uninstallation);
 - a 400 or 401 to a user grant raises ``ApprovalRequired``: the code or refresh token is spent
   or revoked, and only the user approving again helps;
 - anything else (another status, a timeout, a body we cannot read) raises ``TokenError``.
@@ -82,7 +83,7 @@ class AccessToken:
 
 
 def client_credentials(scopes: Sequence[str]) -> dict[str, str]:
-    """The form of an add-on token request for ``scopes`` (protocol reference §4.1)."""
+    """The form of an add-on token request for ``scopes`` (docs/protocol.md, Token endpoint)."""
     return {"grant_type": "client_credentials", "scope": " ".join(scopes)}
 
 

@@ -1,6 +1,6 @@
 """Dispatch: from a verified webhook body to the integration handlers it selects.
 
-``Dispatcher.handle`` parses the body leniently (``addon.events``, protocol reference §6.3) and
+``Dispatcher.handle`` parses the body leniently (``addon.events``) and
 picks handlers: a ``room_message`` whose text starts with ``/name`` goes to the command that owns
 ``/name`` (a dict lookup: nothing in a message ever names a file), otherwise to every
 ``on_message`` pattern that matches; other events go to their ``on_event`` handlers. A message
@@ -8,10 +8,12 @@ delivered twice (two matching webhooks, a retry, two replicas) runs once: its id
 store first.
 
 Replies: the first reply ready within ``settings.reply_window`` seconds is returned, for the route
-to send as the webhook's 200 JSON response (§6.5); every later one is posted through
+to send as the webhook's 200 JSON response (a synchronous reply); every later one is posted through
 ``Runtime.post_notification``. Each handler runs under ``settings.command_timeout``, and this is
 the one place where ``except Exception`` is allowed (STYLE §E.5): a handler that raises or hangs
 is logged and its room gets a short red notice, and nothing else is affected.
+
+See docs/protocol.md, Webhook payloads and Synchronous replies.
 """
 
 from __future__ import annotations
@@ -229,7 +231,9 @@ class Dispatcher:
     ) -> RoomMessage:
         hook = scope.hook
         if hook.sender is None:
-            raise RequestError("The room_message webhook has no item.message.from.id; send §6.3's")
+            raise RequestError(
+                "The room_message webhook needs item.message.from.id, the sending user's id"
+            )
         return RoomMessage(
             **self._args(scope, integration),
             text=hook.text,
@@ -395,4 +399,4 @@ def _room_of(hook: Webhook, installation: Installation) -> Room:
         return hook.room
     if installation.room_id is not None:
         return Room(installation.room_id)
-    raise RequestError("The webhook names no room (item.room.id); send §6.3's body")
+    raise RequestError("The webhook names no room; send the room's id as item.room.id")

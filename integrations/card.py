@@ -1,4 +1,4 @@
-"""``/card <title>``: replies with an application card (protocol reference §7.4).
+"""``/card <title>``: replies with an application card (docs/protocol.md, Cards).
 
 HipChat clients that cannot show cards show the reply's text instead, so the text says the same.
 """

@@ -76,7 +76,7 @@ def installation(room_id: int | None = None, oauth_id: str = "oauth-1") -> Insta
 
 
 def message(text: str, *, message_id: str | None = None, room: int = ROOM) -> dict[str, object]:
-    """A room_message webhook body (§6.3); a fresh message id unless one is given."""
+    """A room_message webhook body (docs/protocol.md); a fresh message id unless one is given."""
     return {
         "event": "room_message",
         "item": {

@@ -1,6 +1,6 @@
 """The request machinery under ``HipChatClient``: URLs, retries, errors and paging.
 
-Retry policy (reference §8.2, §8.3):
+Retry policy (docs/protocol.md, Rate limits and Error bodies):
 
 - 429 (rate limit or flood control) on any method: wait as ``Retry-After`` (seconds or an HTTP
   date), ``X-FloodControl-Reset`` or ``X-Ratelimit-Reset`` (Unix timestamps) say, capped by
@@ -64,7 +64,7 @@ def encode_query(query: Query) -> dict[str, str]:
 
 
 def error_message(response: httpx.Response) -> str:
-    """HipChat's ``error.message`` (§8.3), else a short excerpt of the body."""
+    """HipChat's ``error.message`` (docs/protocol.md, Error bodies), else an excerpt of the body."""
     try:
         body = response.json()
     except ValueError:

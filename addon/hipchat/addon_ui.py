@@ -1,4 +1,4 @@
-"""Add-on UI: glance updates (reference §7.2) and integration links."""
+"""Add-on UI: glance updates (docs/protocol.md, Glance updates) and integration links."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Bearer authentication for the REST client.
 
 HipChat takes the token in an ``Authorization: Bearer`` header or an ``auth_token`` query
-parameter (reference §4.2); we only ever use the header, so tokens stay out of URLs and logs.
+parameter (docs/protocol.md, Using tokens); we only ever use the header, so tokens stay out of
+URLs and logs.
 """
 
 from __future__ import annotations

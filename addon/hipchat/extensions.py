@@ -1,7 +1,9 @@
-"""Dynamic UI extensions: actions, glances, web panels and dialogs (reference §7.2).
+"""Dynamic UI extensions: actions, glances, web panels and dialogs.
+
+See docs/protocol.md, Dynamic extensions.
 
 Descriptor-declared extensions cannot be changed here; these add, replace and remove extra ones,
-in one room or group-wide. The body is shaped like the descriptor entry (§1.2); its ``key`` is set
+in one room or group-wide. The body is shaped like the descriptor entry; its ``key`` is set
 from the ``key`` argument.
 """
 

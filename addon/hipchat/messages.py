@@ -1,4 +1,4 @@
-"""Sending to rooms and users: notifications, messages, replies, links and files (§8.4)."""
+"""Sending to rooms and users: notifications, messages, replies, links, files (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ FileSource = bytes | str | os.PathLike[str]
 async def _file_share(
     source: FileSource, filename: str | None, message: str | None
 ) -> tuple[bytes, dict[str, str]]:
-    """A ``multipart/related`` body: part ``metadata`` (JSON) then part ``file`` (§8.1)."""
+    """A ``multipart/related`` body: part ``metadata`` (JSON) then part ``file``.
+
+    See docs/protocol.md, REST conventions.
+    """
     if isinstance(source, bytes):
         if not filename:
             raise ValueError("Sharing bytes needs a filename; pass filename='report.pdf'")

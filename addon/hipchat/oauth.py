@@ -1,4 +1,4 @@
-"""Capabilities and OAuth sessions (reference §3, §4)."""
+"""Capabilities and OAuth sessions (docs/protocol.md, Capabilities document and Tokens)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ class OAuthAPI(APIGroup):
     async def generate_token(
         self, grant_type: str, *, client_id: str, client_secret: str, **fields: str
     ) -> JSONObject:
-        """Ask the token endpoint for a token, as OAuth client ``client_id`` (§4.1).
+        """Ask the token endpoint for a token, as OAuth client ``client_id``.
+
+        See docs/protocol.md, Token endpoint.
 
         ``fields`` are the grant's form fields (``scope``, ``code``, ``refresh_token``...). This
         is the raw operation: add-on tokens are cached and refreshed by ``addon.tokens``.

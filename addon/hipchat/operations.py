@@ -1,9 +1,9 @@
 """Every HipChat REST API v2 operation the client speaks, as data.
 
 The table is written by hand from the swagger file
-(``reference/hipchat_swagger/hipchat_api_v2.yaml``, one row per path x method) plus the operations
-the swagger file lacks but the protocol reference documents: room topic, REST webhooks (§6.6),
-file shares (§8.1) and glance/webPanel/dialog extensions (§7.2).
+(``tests/data/hipchat_swagger/hipchat_api_v2.yaml``, one row per path x method) plus the operations
+the swagger file lacks but HipChat documented (docs/protocol.md, Operations): room topic, REST
+webhooks, file shares and glance/webPanel/dialog extensions.
 ``tests/test_hipchat_operations.py`` checks it against the swagger file.
 
 Names are the client's method names: the swagger summary in snake_case ("Get all rooms" ->
@@ -12,9 +12,9 @@ Names are the client's method names: the swagger summary in snake_case ("Get all
 Paths are relative to the API base (``https://api.hipchat.com/v2/``) and keep the swagger's
 parameter names.
 
-``scope`` is the OAuth scope an add-on requests for the operation. The reference evidences it only
-for listing rooms, sending notifications and webhooks (§8.1, marked ✓); its other entries are
-its own inference, and rows marked ``# inferred here`` have no entry there at all. ``None`` means
+``scope`` is the OAuth scope an add-on requests for the operation. HipChat documented it only
+for listing rooms, sending notifications and webhooks (docs/protocol.md, Operations); others are
+inferred, rows marked ``# inferred here`` without any source to go on. ``None`` means
 no scope: the operation is unauthenticated (capabilities), authenticated with the OAuth client's
 Basic credentials (token endpoint), or open to any add-on token (add-on UI, links, extensions).
 Where HipChat accepts one of several scopes, the narrowest is named and the others noted.
@@ -41,7 +41,7 @@ class Operation:
     scope: str | None
     success: int
     paged: bool = False
-    """True when the operation pages with ``start-index``/``max-results`` (§8)."""
+    """True when the operation pages with ``start-index``/``max-results`` (docs/protocol.md)."""
 
 
 def _op(name: str, method: HTTPMethod, path: str, scope: str | None, success: int) -> Operation:
@@ -57,7 +57,10 @@ _U = "/user/{id_or_email}"
 
 
 def _extensions(kind: str, path_kind: str) -> tuple[Operation, ...]:
-    """Room and global dynamic extensions of one kind (§7.2): get, create (PUT), delete."""
+    """Room and global dynamic extensions of one kind: get, create (PUT), delete.
+
+    See docs/protocol.md, Dynamic extensions.
+    """
     room = f"{_R}/extension/{path_kind}/{{key}}"
     glob = f"/extension/{path_kind}/{{key}}"
     return (
@@ -93,7 +96,7 @@ _GROUP = (
 _ADDON = (
     _op("create_integration_link", "POST", "/addon/link", None, 200),
     _op("delete_integration_link", "DELETE", "/addon/link/{token}", None, 204),
-    # Add-on UI (glance) updates, §7.2; named after the wire key ``glance``.
+    # Add-on UI updates (docs/protocol.md, Glance updates); named after the wire key ``glance``.
     _op("update_glance", "POST", "/addon/ui", None, 204),
     _op("update_room_glance", "POST", "/addon/ui/room/{room_id_or_name}", None, 204),
     _op("update_user_glance", "POST", "/addon/ui/user/{user_id_or_email}", None, 204),
@@ -111,7 +114,7 @@ _ADDON = (
 )
 
 _ROOMS = (
-    # GET /room: HipChat's 403 names view_group or view_room (✓).
+    # GET /room: HipChat's 403 names view_group or view_room (documented).
     _paged("get_all_rooms", "/room", "view_group"),
     _op("create_room", "POST", "/room", "manage_rooms", 201),
     _op("get_room", "GET", _R, "view_room", 200),  # or view_group
@@ -128,7 +131,7 @@ _ROOMS = (
     _op("add_member", "PUT", f"{_R}/member/{{user_id_or_email}}", "admin_room", 204),
     _op("remove_member", "DELETE", f"{_R}/member/{{user_id_or_email}}", "admin_room", 204),
     _op("invite_user", "POST", f"{_R}/invite/{{user_id_or_email}}", "admin_room", 204),
-    # REST webhooks, §6.6 (✓ admin_room).
+    # REST webhooks (docs/protocol.md, REST webhooks; admin_room is documented).
     _paged("get_all_room_webhooks", f"{_R}/webhook", "admin_room"),
     _op("create_room_webhook", "POST", f"{_R}/webhook", "admin_room", 201),
     _op("get_room_webhook", "GET", f"{_R}/webhook/{{webhook_id}}", "admin_room", 200),

@@ -1,4 +1,4 @@
-"""Rooms: their lifecycle, members and participants, avatar, statistics and webhooks (§6.6)."""
+"""Rooms: lifecycle, members, participants, avatar, statistics, webhooks (docs/protocol.md)."""
 
 from __future__ import annotations
 

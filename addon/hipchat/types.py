@@ -24,10 +24,10 @@ UserRef = int | str
 """A user: numeric id, email address or ``@mention_name``."""
 
 Color = Literal["yellow", "green", "red", "purple", "gray", "random"]
-"""Background colour of a room notification (§8.4)."""
+"""Background colour of a room notification (docs/protocol.md, Room notifications)."""
 
 MessageFormat = Literal["html", "text"]
-"""How HipChat renders a message (§8.4)."""
+"""How HipChat renders a message (docs/protocol.md, Room notifications)."""
 
 GlanceContent = Mapping[str, object]
-"""What a glance shows: ``{"label": {...}, "status": {...}?, "metadata": {...}?}`` (§7.1)."""
+"""What a glance shows: ``{"label": {...}, "status": {...}?, "metadata": {...}?}`` (protocol.md)."""

@@ -1,7 +1,7 @@
 """What ``FakeRestAPI`` accepts: requests matched to operations, bodies checked, HipChat errors.
 
 A request no operation fits gets a 404 (405 when only the method is wrong); a POST or PUT whose
-body is not what the operation takes gets a 400, with HipChat's error body (§8.3).
+body is not what the operation takes gets a 400, with HipChat's error body (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> _Answer:
-    """HipChat's error body (§8.3); ``type`` is the reason phrase."""
+    """HipChat's error body (docs/protocol.md, Error bodies); ``type`` is the reason phrase."""
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:

@@ -4,8 +4,8 @@ It answers every operation of ``addon.hipchat.operations.OPERATIONS`` with the o
 status and a plausible body, records every request, and keeps what a test wants to look at: room
 notifications, created rooms, users, webhooks and extensions. It behaves like HipChat where a test
 can notice: bearer tokens only in the ``Authorization`` header (a token in ``?auth_token=`` gets a
-401, so a client that leaks tokens into URLs fails its tests), HipChat's error bodies (§8.3),
-``X-Ratelimit-*`` headers on every response and 429 past the limit (§8.2), paging with
+401, so a client that leaks tokens into URLs fails its tests), HipChat's error bodies,
+``X-Ratelimit-*`` headers on every response and 429 past the limit (docs/protocol.md), paging with
 ``start-index``/``max-results`` and ``links.next``. Failures can be injected with ``fail_next``.
 
 ```python
@@ -40,7 +40,7 @@ from addon.testing._api_samples import _Item, _sample
 
 __all__ = ["FakeRestAPI", "RecordedRequest"]
 
-_WINDOW = 300  # seconds: HipChat counts requests per token per 5 minutes (§8.2)
+_WINDOW = 300  # seconds: HipChat counts requests per token per 5 minutes (docs/protocol.md)
 _NO_AUTH = frozenset({"get_capabilities", "get_addon_capabilities_schema"})
 
 
@@ -220,7 +220,7 @@ class FakeRestAPI:
     # -- bookkeeping -------------------------------------------------------------------------
 
     def _count(self) -> None:
-        """Count a request in the current rate-limit window (§8.2)."""
+        """Count a request in the current rate-limit window (docs/protocol.md, Rate limits)."""
         if self.now() >= self._window_reset:
             self._window_reset, self._used = self.now() + _WINDOW, 0
         self._used += 1

@@ -363,7 +363,7 @@ class FakeHipChat:
         return self._issue(client, scopes)
 
     def _authorization_code(self, client: OAuthClient, form: dict[str, str]) -> Response:
-        # A code works once, for the client and the redirect URI it was issued to (§4.3).
+        # A code works once, for the client and redirect URI it was issued to (docs/protocol.md).
         grant = self._codes.pop(form.get("code", ""), None)
         redirect_uri = form.get("redirect_uri", form.get("redirect_url"))
         if grant is None or grant.oauth_id != client.oauth_id:
@@ -440,7 +440,7 @@ class FakeHipChat:
             "scope": " ".join(scopes),
             "token_type": "bearer",
         }
-        if user_id is not None:  # user tokens come with a refresh token (§4.1)
+        if user_id is not None:  # user tokens come with a refresh token (see docs/protocol.md)
             refresh_token = secrets.token_urlsafe(30)
             self.refresh_tokens[refresh_token] = _UserGrant(client.oauth_id, user_id, scopes)
             body["refresh_token"] = refresh_token
