@@ -14,6 +14,7 @@ must react, and ``routes.py`` maps each group to one HTTP status in a single tab
     │   └── UnknownInstallation
     ├── Forbidden              403: the caller is known but may not do this
     ├── NotFound               404
+    ├── Conflict               409: another capabilitiesUrl holds the installation
     ├── UpstreamError          502: HipChat (or its token endpoint) failed us
     │   ├── HipChatAPIError    a REST call answered an error status
     │   └── TokenError         the token endpoint refused or failed
@@ -33,6 +34,7 @@ __all__ = [
     "AuthError",
     "ClientGone",
     "ConfigError",
+    "Conflict",
     "Forbidden",
     "HipChatAPIError",
     "HostNotAllowed",
@@ -91,6 +93,10 @@ class Forbidden(AddonError):
 
 class NotFound(AddonError):
     """The thing asked for does not exist (404)."""
+
+
+class Conflict(AddonError):
+    """The request contradicts what is stored (409); nothing was changed."""
 
 
 class UpstreamError(AddonError):

@@ -3,6 +3,9 @@
 One installation is one OAuth client (``oauth_id`` / ``oauth_secret``), installed either
 group-wide (``room_id`` is None) or into one room. ``InstallationRepository`` reads and writes
 them in the store; ``oauth_secret`` is sealed at rest when ``ADDON_SECRET_KEY`` is set.
+
+An oauth_id is no secret (it is the JWT ``iss``), so a stored installation can be replaced only
+from the ``capabilitiesUrl`` it was installed from: ``InstallationRepository.claim``.
 """
 
 from __future__ import annotations
@@ -12,15 +15,23 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-from addon.errors import RequestError, UnknownInstallation
+from addon.errors import Conflict, RequestError, StoreUnavailable, UnknownInstallation
 from addon.seal import Sealer
 from addon.settings import Secret
-from addon.store import Keys, Store
+from addon.store import Keys, Store, lock
 
-__all__ = ["InstallPayload", "Installation", "InstallationRepository"]
+__all__ = ["RESERVED_OAUTH_IDS", "InstallPayload", "Installation", "InstallationRepository"]
 
-_OAUTH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# HipChat's oauth_ids are UUIDs; the narrow alphabet also keeps ':' and '~' (key separators) out.
+_OAUTH_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+#: Names the store uses for itself (``global`` owned the seed scripts' storage); refused as
+#: oauth_ids in any letter case.
+RESERVED_OAUTH_IDS = frozenset({"global"})
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +81,18 @@ class Installation:
         """True when installed into one room rather than group-wide."""
         return self.room_id is not None
 
+    def check_reinstall_from(self, capabilities_url: str) -> None:
+        """Raise ``Conflict`` unless ``capabilities_url`` is where this installation came from.
+
+        Scheme, host, port (the default one filled in) and path must match: another HipChat
+        server on the allow-list must not replace this installation's secret.
+        """
+        if _location(capabilities_url) != _location(self.capabilities_url):
+            raise Conflict(
+                f"Installation {self.oauth_id!r} was installed from another capabilitiesUrl; "
+                "update or re-install it from the HipChat server that installed it"
+            )
+
     def to_record(self, sealer: Sealer) -> str:
         """Serialise for the store (JSON, the secret sealed)."""
         record: dict[str, Any] = dataclasses.asdict(self)
@@ -109,13 +132,45 @@ class InstallationRepository:
         return installation
 
     async def save(self, installation: Installation) -> None:
-        """Store (or replace) ``installation`` and index it."""
+        """Store (or replace) ``installation`` unchecked, and index it."""
         await self.store.put(
             self.keys.installation(installation.oauth_id), installation.to_record(self.sealer)
         )
-        await self.store.add_member(self.keys.installations(), installation.oauth_id)
+        await self._index(installation.oauth_id)
+
+    async def claim(self, installation: Installation) -> None:
+        """Store ``installation`` unless another capabilitiesUrl holds its oauth_id (``Conflict``).
+
+        A first install wins with ``put_if_absent``; a re-install compares and writes under the
+        installation's store lock, so two replicas installing one oauth_id from two servers
+        cannot both win.
+        """
+        key = self.keys.installation(installation.oauth_id)
+        record = installation.to_record(self.sealer)
+        if not await self.store.put_if_absent(key, record):
+            lock_key = self.keys.installation_lock(installation.oauth_id)
+            async with lock(self.store, lock_key) as acquired:
+                if not acquired:
+                    raise StoreUnavailable(
+                        f"Installation {installation.oauth_id!r} stayed locked; try again"
+                    )
+                await self._replace(key, record, installation.capabilities_url)
+        await self._index(installation.oauth_id)
+
+    async def _replace(self, key: str, record: str, capabilities_url: str) -> None:
+        """Under the installation lock: compare with what is stored, then write."""
+        current = await self.store.get(key)
+        if current is None and await self.store.put_if_absent(key, record):
+            return  # uninstalled meanwhile: this is a first install again
+        current = current or await self.store.get(key)
+        if current is not None:
+            Installation.from_record(current, self.sealer).check_reinstall_from(capabilities_url)
+        await self.store.put(key, record)
+
+    async def _index(self, oauth_id: str) -> None:
+        await self.store.add_member(self.keys.installations(), oauth_id)
         # A (re-)install proves the client is alive again.
-        await self.store.delete(self.keys.client_gone(installation.oauth_id))
+        await self.store.delete(self.keys.client_gone(oauth_id))
 
     async def oauth_ids(self) -> set[str]:
         """The oauth_id of every stored installation."""
@@ -138,9 +193,25 @@ def oauth_id_from(value: object) -> str:
     """Validate an oauth_id (it ends up in store keys and URLs, so its alphabet is narrow)."""
     if not isinstance(value, str) or not _OAUTH_ID.fullmatch(value):
         raise RequestError(
-            "oauthId is missing or malformed; expected up to 128 letters, digits, '.', '_' or '-'"
+            "oauthId is missing or malformed; expected 1 to 64 ASCII letters, digits or '-' "
+            "(HipChat sends a UUID)"
+        )
+    if value.lower() in RESERVED_OAUTH_IDS:
+        raise RequestError(
+            f"oauthId {value!r} is a name the add-on reserves for itself; HipChat sends a UUID"
         )
     return value
+
+
+def _location(url: str) -> tuple[str, str, int | None, str] | str:
+    """Scheme, host, port and path of ``url``: what must match for a re-install."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return url  # an unparsable port only ever matches itself verbatim
+    return scheme, parts.hostname or "", port, parts.path or "/"
 
 
 def _string(data: Mapping[str, object], name: str, *, max_length: int) -> str:

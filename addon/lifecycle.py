@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 
 from addon.descriptor import Capabilities
-from addon.errors import ClientGone, Forbidden, InstallRefused, RequestError
+from addon.errors import ClientGone, Forbidden, InstallRefused
 from addon.hosts import HostPolicy
-from addon.installations import Installation, InstallationRepository, InstallPayload
+from addon.installations import Installation, InstallationRepository, InstallPayload, oauth_id_from
 from addon.tokens import TokenService, client_credentials
 
 __all__ = ["Lifecycle", "fetch_document"]
@@ -97,8 +97,10 @@ class Lifecycle:
     async def install(self, payload: InstallPayload, *, update: bool = False) -> Installation:
         """Check ``payload`` against HipChat and store it; return the stored installation."""
         self._check_kind(payload)
-        endpoints = await self._endpoints(payload.capabilities_url)
         previous = await self.repository.get(payload.oauth_id)
+        if previous is not None:  # refused before anything is fetched; ``claim`` checks again
+            previous.check_reinstall_from(payload.capabilities_url)
+        endpoints = await self._endpoints(payload.capabilities_url)
         installation = Installation(
             oauth_id=payload.oauth_id,
             oauth_secret=payload.oauth_secret,
@@ -122,7 +124,7 @@ class Lifecycle:
             group_name=token.group_name,
             group_id=payload.group_id or token.group_id or 0,
         )
-        await self.repository.save(installation)
+        await self.repository.claim(installation)
         await self.tokens.remember(installation, token)
         log.info(
             "updated" if update or previous else "installed",
@@ -162,9 +164,7 @@ class Lifecycle:
         """Client-side uninstall: learn the oauth_id, confirm, delete; return ``redirect_url``."""
         installable_url, redirect_url = self._client_side_urls(query)
         data = await self._installable(installable_url)
-        oauth_id = data.get("oauthId") if isinstance(data, dict) else None
-        if not isinstance(oauth_id, str):
-            raise RequestError("The installable document has no oauthId; cannot uninstall")
+        oauth_id = oauth_id_from(data.get("oauthId") if isinstance(data, dict) else None)
         await self.uninstall(oauth_id)
         return redirect_url
 

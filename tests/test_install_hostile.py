@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
 
+from addon.app import create_app
 from addon.settings import Settings
 from addon.store import Store
-from addon.testing import FakeHipChat
-from tests.helpers import make_app, store_snapshot
+from addon.testing import FakeHipChat, Installed, OAuthClient
+from tests.helpers import make_app, settings_for, store_snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -231,3 +235,235 @@ async def test_deeply_nested_json_is_refused(addon: httpx.AsyncClient, store: St
     response = await addon.post("/installable", content=body)
     assert response.status_code == 400
     assert await store_snapshot(store) == {}
+
+
+# -- Takeover from a second allowed HipChat server ------------------------------------------------
+
+OTHER = "http://other.test"
+
+
+class _HipChats(httpx.AsyncBaseTransport):
+    """Delivers each request of the add-on to the fake HipChat its host names.
+
+    ``token_barrier`` holds token requests until as many have arrived as it counts (a race).
+    """
+
+    def __init__(self, *fakes: FakeHipChat, token_barrier: asyncio.Barrier | None = None) -> None:
+        self._by_host = {urlsplit(fake.base_url).hostname: fake.transport() for fake in fakes}
+        self._token_barrier = token_barrier
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._token_barrier is not None and request.url.path == "/v2/oauth/token":
+            async with asyncio.timeout(10):
+                await self._token_barrier.wait()
+        return await self._by_host[request.url.host].handle_async_request(request)
+
+
+@dataclasses.dataclass
+class TwoHosts:
+    """The add-on trusting two HipChat servers; ``victim`` was installed from ``hipchat``."""
+
+    addon: httpx.AsyncClient
+    hipchat: FakeHipChat
+    other: FakeHipChat
+    victim: Installed
+
+    def attacker(self) -> OAuthClient:
+        """An OAuth client on the other server that carries the victim's oauth_id."""
+        return self.other.new_client(room_id=1, oauth_id=self.victim.oauth_id)
+
+    def query(self, client: OAuthClient) -> dict[str, str]:
+        """The client-side flow's query, as the other server sends it for ``client``."""
+        return {
+            "installable_url": self.other.installable_url(client),
+            "redirect_url": f"{OTHER}/addons/done",
+        }
+
+    async def assert_victim_still_works(self) -> None:
+        """The victim's webhooks verify with its own secret, and its own update goes through."""
+        reply = await self.hipchat.send_message(self.victim, "/echo still mine")
+        assert reply is not None and reply.status_code == 200
+        assert self.hipchat.notifications(self.victim) == ["still mine"]
+        update = await self.hipchat.update(self.addon, self.victim)
+        done = f"{self.hipchat.base_url}/addons/done"
+        assert update.status_code == 200 or update.headers.get("location") == done
+
+
+@pytest.fixture
+def flow() -> str:
+    return "server"
+
+
+@pytest.fixture(params=["hipchat.test,other.test", "*"], ids=["two-hosts", "star"])
+async def world(
+    request: pytest.FixtureRequest, store: Store, hipchat: FakeHipChat, flow: str
+) -> AsyncIterator[TwoHosts]:
+    """``ADDON_HIPCHAT_HOSTS`` lists two servers (or is ``*``); the victim has storage."""
+    settings = settings_for(ADDON_HIPCHAT_HOSTS=request.param, ADDON_INSTALL_FLOW=flow)
+    other = FakeHipChat(base_url=OTHER)
+    app = create_app(settings, store=store, transport=_HipChats(hipchat, other))
+    async with hipchat.connect(app, settings.base_url) as addon:
+        victim = await hipchat.install(addon, room_id=1)
+        await store.put(app.state.addon.keys.storage(victim.oauth_id, "remember"), '{"a": 1}')
+        yield TwoHosts(addon, hipchat, other, victim)
+    await app.state.addon.aclose(grace=5)
+
+
+@pytest.mark.parametrize("path", ["/installable", "/installable/update"])
+async def test_another_server_cannot_take_over_an_installation(
+    world: TwoHosts, store: Store, path: str
+) -> None:
+    before = await store_snapshot(store)
+
+    response = await world.addon.post(path, json=world.other.payload(world.attacker()))
+
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["type"] == "Conflict" and "capabilitiesUrl" in error["message"]
+    assert await store_snapshot(store) == before
+    assert world.other.calls == []  # refused before anything was fetched from there
+    await world.assert_victim_still_works()
+
+
+@pytest.mark.parametrize("flow", ["client"])
+@pytest.mark.parametrize("path", ["/installable/installed", "/installable/updated"])
+async def test_another_server_cannot_take_over_through_the_client_side_flow(
+    world: TwoHosts, store: Store, path: str
+) -> None:
+    before = await store_snapshot(store)
+
+    response = await world.addon.get(path, params=world.query(world.attacker()))
+
+    assert response.status_code == 409, response.text
+    assert "location" not in response.headers
+    assert response.json()["error"]["type"] == "Conflict"
+    assert await store_snapshot(store) == before
+    assert [c.path.rsplit("/", 1)[0] for c in world.other.calls] == ["/v2/addon/installable"]
+    await world.assert_victim_still_works()
+
+
+async def test_another_server_cannot_uninstall_a_live_installation(
+    world: TwoHosts, store: Store
+) -> None:
+    attacker = world.attacker()
+    world.other.revoke(
+        attacker.oauth_id
+    )  # its own client with that id is gone; the victim's is not
+    before = await store_snapshot(store)
+
+    response = await world.addon.delete(f"/installable/{world.victim.oauth_id}")
+
+    assert response.status_code == 403
+    assert await store_snapshot(store) == before
+    assert world.other.calls == []  # the victim's own token endpoint decided
+    await world.assert_victim_still_works()
+
+
+@pytest.mark.parametrize("flow", ["client"])
+async def test_another_server_cannot_uninstall_through_the_client_side_flow(
+    world: TwoHosts, store: Store
+) -> None:
+    attacker = world.attacker()
+    query = world.query(attacker)
+    world.other.revoke(attacker.oauth_id)
+    before = await store_snapshot(store)
+
+    response = await world.addon.get("/installable/uninstalled", params=query)
+
+    assert response.status_code == 403
+    assert "location" not in response.headers
+    assert await store_snapshot(store) == before
+    assert world.other.token_requests() == []
+    await world.assert_victim_still_works()
+
+
+@pytest.mark.parametrize("hosts", ["hipchat.test,other.test", "*"], ids=["two-hosts", "star"])
+async def test_concurrent_installs_from_two_servers_do_not_both_win(
+    store: Store, hipchat: FakeHipChat, hosts: str
+) -> None:
+    # Both installs read "not installed yet", then meet at the token endpoints before either
+    # writes: only the store write can tell them apart.
+    settings = settings_for(ADDON_HIPCHAT_HOSTS=hosts)
+    other = FakeHipChat(base_url=OTHER)
+    transport = _HipChats(hipchat, other, token_barrier=asyncio.Barrier(2))
+    app = create_app(settings, store=store, transport=transport)
+    oauth_id = str(uuid.uuid4())
+    servers = (hipchat, other)
+    clients = [server.new_client(room_id=1, oauth_id=oauth_id) for server in servers]
+    async with hipchat.connect(app, settings.base_url) as addon:
+        responses = await asyncio.gather(
+            *(
+                addon.post("/installable", json=s.payload(c))
+                for s, c in zip(servers, clients, strict=True)
+            )
+        )
+    statuses = [r.status_code for r in responses]
+    stored = await app.state.addon.installations.require(oauth_id)
+    await app.state.addon.aclose(grace=5)
+
+    assert sorted(statuses) == [200, 409], [r.text for r in responses]
+    winner = statuses.index(200)
+    assert stored.capabilities_url == servers[winner].capabilities_url
+    assert stored.oauth_secret.value == clients[winner].oauth_secret
+
+
+# -- oauthIds: HipChat's shape only, and never a name the store uses for itself --------------------
+
+BAD_OAUTH_IDS = {
+    "reserved": "global",
+    "reserved-upper": "GLOBAL",
+    "reserved-mixed": "Global",
+    "too-long": "a" * 65,
+    "dots": "..",
+    "dot": "abc.x",
+    "underscore": "abc_x",
+    "tilde": "abc~x",
+    "colon": "abc:x",
+    "star": "abc*",
+    "space": "abc x",
+    "unicode-letter": "abc\u00e9",
+    "unicode-digit": "\u0663",
+    "fullwidth": "\uff41bc",
+}
+
+
+def refused_oauth_id(response: httpx.Response) -> None:
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "RequestError" and error["message"].startswith("oauthId ")
+
+
+@pytest.mark.parametrize("oauth_id", list(BAD_OAUTH_IDS.values()), ids=list(BAD_OAUTH_IDS))
+async def test_bad_oauth_ids_are_refused_by_every_server_side_entry(
+    addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store, oauth_id: str
+) -> None:
+    body = hipchat.payload(hipchat.new_client(room_id=1, oauth_id=oauth_id))
+    for path in ("/installable", "/installable/update"):
+        refused_oauth_id(await addon.post(path, json=body))
+    if oauth_id != "..":  # a path segment ".." is resolved away before it is a path
+        refused_oauth_id(await addon.delete(f"/installable/{quote(oauth_id, safe='')}"))
+    assert hipchat.calls == []
+    assert await store_snapshot(store) == {}
+
+
+@pytest.mark.parametrize("path", ["installed", "updated", "uninstalled"])
+@pytest.mark.parametrize("oauth_id", list(BAD_OAUTH_IDS.values()), ids=list(BAD_OAUTH_IDS))
+async def test_bad_oauth_ids_are_refused_by_the_client_side_flow(
+    addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store, oauth_id: str, path: str
+) -> None:
+    client = hipchat.new_client(room_id=1, oauth_id=oauth_id)
+    query = {
+        "installable_url": hipchat.installable_url(client),
+        "redirect_url": f"{hipchat.base_url}/addons/done",
+    }
+    refused_oauth_id(await addon.get(f"/installable/{path}", params=query))
+    assert hipchat.token_requests() == []
+    assert await store_snapshot(store) == {}
+
+
+async def test_the_longest_oauth_id_and_an_upper_case_uuid_install(
+    addon: httpx.AsyncClient, hipchat: FakeHipChat
+) -> None:
+    for oauth_id in ("a" * 64, str(uuid.uuid4()).upper(), "global-1"):
+        installed = await hipchat.install(addon, room_id=1, oauth_id=oauth_id)
+        assert installed.response.status_code == 200

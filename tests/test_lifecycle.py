@@ -205,7 +205,7 @@ async def test_uninstall_does_not_touch_an_installation_whose_id_extends_it(
     app: Starlette, addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store
 ) -> None:
     short = await hipchat.install(addon, room_id=1, oauth_id="abc")
-    longer = await hipchat.install(addon, room_id=2, oauth_id="abc.x")
+    longer = await hipchat.install(addon, room_id=2, oauth_id="abc-x")
     keys = addon_of(app).keys
     for installed in (short, longer):
         await store.put(keys.oauth_state(f"{installed.oauth_id}~state"), "{}", ttl=60)
@@ -214,9 +214,9 @@ async def test_uninstall_does_not_touch_an_installation_whose_id_extends_it(
     assert (await hipchat.uninstall(addon, short)).status_code == 204
 
     left = set(await store.scan(keys.prefix + ":"))
-    assert keys.oauth_state("abc.x~state") in left
-    assert keys.storage("abc.x", "remember") in left
-    assert keys.installation("abc.x") in left
+    assert keys.oauth_state("abc-x~state") in left
+    assert keys.storage("abc-x", "remember") in left
+    assert keys.installation("abc-x") in left
     assert not {k for k in left if ":abc:" in k or k.endswith(":abc") or ":abc~" in k}
 
 

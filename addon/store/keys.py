@@ -16,6 +16,9 @@ class Keys:
     def installation(self, oauth_id: str) -> str:
         return f"{self.prefix}:installation:{oauth_id}"
 
+    def installation_lock(self, oauth_id: str) -> str:
+        return f"{self.prefix}:lock:{oauth_id}:installation"
+
     def installations(self) -> str:
         return f"{self.prefix}:installations"
 
