@@ -6,13 +6,17 @@ An add-on acts *as a user* only after that user approved it in HipChat:
    ``state`` (it expires after ``STATE_TTL``) and returns a link to our ``GET /oauth/approve``.
 2. Following it redirects the browser to the installation's ``authorizationUrl`` with
    ``response_type=code``, ``client_id``, ``scope``, ``redirect_uri`` and ``state``.
-3. HipChat sends the browser back to ``GET /oauth/callback?code=…&state=…``; ``complete`` takes
-   the state (a second use finds nothing), exchanges the code and stores access + refresh token.
+3. HipChat sends the browser back to ``GET /oauth/callback?code=…&state=…``; ``complete``
+   exchanges the code, asks HipChat who owns the token (``GET /oauth/token/{token}``, the session's
+   ``owner.id``) and stores access + refresh token only when the owner is the user the state names.
+   A token owned by anyone else, or by no user, is revoked (``DELETE /oauth/token/{token}``).
+   The state is taken (single use, across replicas) only then: a declined, altered or hijacked
+   callback leaves the right user's pending approval usable.
 4. ``user_token`` returns the stored token, refreshing it single-flight shortly before it expires;
    a refused refresh forgets the token and raises ``ApprovalRequired`` with a fresh link.
 
-The state names one installation and one user: whoever completes the approval gives *that* user's
-commands their HipChat account, so send the link to that user alone (not to a whole room).
+The state names one installation and one user, and only that user's own HipChat account can
+complete it; still, send the link to that user alone where possible.
 """
 
 from __future__ import annotations
@@ -26,10 +30,18 @@ import time
 from collections.abc import Callable, Mapping
 from urllib.parse import urlencode, urlsplit
 
-from addon.errors import ApprovalRequired, Forbidden, NotFound, RequestError, TokenError
+from addon.errors import (
+    AddonError,
+    ApprovalRequired,
+    Forbidden,
+    NotFound,
+    RequestError,
+    TokenError,
+)
+from addon.hipchat import HipChatClient, JSONObject
 from addon.installations import Installation, InstallationRepository
 from addon.store import lock
-from addon.tokens import LOCK_TTL, AccessToken, TokenService, cache_lifetime
+from addon.tokens import LOCK_TTL, AccessToken, TokenService, cache_lifetime, request_deadline
 
 __all__ = [
     "APPROVE_PATH",
@@ -113,8 +125,10 @@ class ApprovalService:
         state = _checked_state(query.get("state"))
         pending = self._live(await self.store.get(self.keys.oauth_state(state)))
         if query.get("user") != pending.user_id:
-            await self.store.delete(self.keys.oauth_state(state))  # a tampered link is burnt
-            raise RequestError("This approval link was altered; ask for a new one in HipChat")
+            # Refused, not burnt: anyone who saw the link could otherwise spoil it for its user.
+            raise RequestError(
+                "This approval link was altered; open it exactly as it was posted in HipChat"
+            )
         installation = await self._installation(pending)
         params = {
             "response_type": "code",
@@ -126,26 +140,25 @@ class ApprovalService:
         return _with_query(_authorization_url(installation), params)
 
     async def complete(self, query: Mapping[str, str]) -> Approved:
-        """``GET /oauth/callback``: take the state, exchange the code, store the user's token.
+        """``GET /oauth/callback``: exchange the code, check who approved, store the user's token.
 
-        Raises ``RequestError``/``Forbidden``/``NotFound``/``TokenError``; nothing is stored then.
+        The state is taken only when the token's owner is the user it was made for. Raises
+        ``RequestError``/``Forbidden``/``NotFound``/``TokenError``; nothing is stored then.
         """
         state = _checked_state(query.get("state"))
-        pending = self._live(await self.store.take(self.keys.oauth_state(state)))
+        key = self.keys.oauth_state(state)
+        pending = self._live(await self.store.get(key))
         if query.get("error"):
             raise Forbidden("The approval was declined in HipChat; nothing was stored")
         code = query.get("code")
         if not code:
             raise RequestError("HipChat sent no authorization code; start again from the link")
         installation = await self._installation(pending)
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri}
-        try:
-            token = await self.tokens.grant(installation, form)
-        except ApprovalRequired:
-            raise RequestError(
-                "HipChat refused the authorization code (used, expired or not for this "
-                "installation); start again from the link"
-            ) from None
+        token = await self._exchange(installation, code)
+        await self._check_owner(installation, token, pending.user_id)
+        if await self.store.take(key) is None:  # another callback completed it meanwhile
+            await self._revoke(installation, token)
+            raise RequestError("This approval link was already used; nothing more was stored")
         await self._save(installation, pending.user_id, token)
         log.info(
             "user approved", extra={"oauth_id": installation.oauth_id, "user_id": pending.user_id}
@@ -195,6 +208,65 @@ class ApprovalService:
     def source(self, installation: Installation, user_id: str) -> UserTokenSource:
         """A token source for ``HipChatClient`` acting as ``user_id``."""
         return UserTokenSource(self, installation, user_id)
+
+    async def _exchange(self, installation: Installation, code: str) -> AccessToken:
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri}
+        try:
+            return await self.tokens.grant(installation, form)
+        except ApprovalRequired:
+            raise RequestError(
+                "HipChat refused the authorization code (used, expired or not for this "
+                "installation); start again from the link"
+            ) from None
+
+    async def _check_owner(
+        self, installation: Installation, token: AccessToken, user_id: str
+    ) -> None:
+        """Revoke ``token`` and raise ``Forbidden`` unless HipChat says ``user_id`` owns it."""
+        try:
+            owner = _owner_id(
+                await self._session(installation, token).get_session(token.access_token)
+            )
+        except AddonError:
+            await self._revoke(installation, token)
+            raise
+        if owner == user_id:
+            return
+        await self._revoke(installation, token)
+        log.warning(
+            "approval by another user refused",
+            extra={"oauth_id": installation.oauth_id, "user_id": user_id},
+        )
+        if owner is None:
+            raise Forbidden(
+                "HipChat did not say which user approved; nothing was stored. "
+                "Start again from the link in HipChat"
+            )
+        raise Forbidden(
+            "This approval link was made for another HipChat user; nothing was stored. "
+            "Only the user it was sent to can approve; run the command yourself for your own link"
+        )
+
+    async def _revoke(self, installation: Installation, token: AccessToken) -> None:
+        """Revoke ``token`` at HipChat; a failure is logged (the token is not stored anyway)."""
+        try:
+            await self._session(installation, token).delete_session(token.access_token)
+        except AddonError as exc:
+            log.warning(
+                "could not revoke a refused user token: %s",
+                type(exc).__name__,
+                extra={"oauth_id": installation.oauth_id},
+            )
+
+    def _session(self, installation: Installation, token: AccessToken) -> HipChatClient:
+        """A REST client acting with ``token`` itself, on our shared HTTP pool."""
+        return HipChatClient(
+            installation.api_url,
+            token=token.access_token,
+            http=self.tokens.http,
+            timeout=request_deadline(self.tokens.http) or 10.0,
+            max_retries=1,
+        )
 
     async def _refresh(
         self, installation: Installation, user_id: str, key: str, token: AccessToken
@@ -279,6 +351,15 @@ class UserTokenSource:
     async def invalidate(self, token: str) -> None:
         """HipChat refused ``token``; the next ``token()`` refreshes it."""
         await self.service.invalidate(self.installation, self.user_id, token)
+
+
+def _owner_id(session: JSONObject) -> str | None:
+    """The session owner's user id as text (HipChat may send an int or a string); None if none."""
+    owner = session.get("owner")
+    found = owner.get("id") if isinstance(owner, dict) else None
+    if isinstance(found, bool) or not isinstance(found, int | str) or found == "":
+        return None
+    return str(found)
 
 
 def _checked_state(value: str | None) -> str:

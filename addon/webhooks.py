@@ -24,7 +24,6 @@ import contextvars
 import dataclasses
 import functools
 import hashlib
-import html
 import inspect
 import logging
 import re
@@ -32,7 +31,15 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict, TypeVar
 
-from addon.context import Context, Room, RoomEvent, RoomMessage, Runtime, build_notification
+from addon.context import (
+    Context,
+    Room,
+    RoomEvent,
+    RoomMessage,
+    Runtime,
+    Sender,
+    build_notification,
+)
 from addon.errors import (
     AddonError,
     ApprovalRequired,
@@ -291,7 +298,7 @@ class Dispatcher:
             async with scope:
                 await _call(job)
         except ApprovalRequired as exc:
-            await _tell(context, _approval_notice(label, exc))
+            await _tell(context, _approval_notice(label, exc, _sender_of(context)))
         except asyncio.CancelledError:
             if self._draining:
                 await _tell(context, _notice(f"{label} was stopped: the add-on is restarting"))
@@ -376,14 +383,33 @@ def _failure_text(label: str, exc: Exception) -> str:
     return f"{label} failed; the error is logged"
 
 
-def _approval_notice(label: str, exc: ApprovalRequired) -> dict[str, object]:
+def _sender_of(context: Context) -> Sender | None:
+    return context.sender if isinstance(context, RoomMessage | RoomEvent) else None
+
+
+def _approval_notice(label: str, exc: ApprovalRequired, sender: Sender | None) -> dict[str, object]:
     if exc.approval_url is None:
         return build_notification(
             f"{label} needs your approval; ask an admin to reinstall", color="yellow"
         )
-    link = html.escape(exc.approval_url, quote=True)
-    text = f'{html.escape(label)} needs your approval: <a href="{link}">approve</a>, then try again'
-    return build_notification(text, html=True, color="yellow")
+    # The link goes to the whole room (a private message needs a user token's send_message
+    # scope): a text notification, so HipChat notifies the @mentioned user and links the URL.
+    # Only that user's own HipChat account can complete it (the callback checks the owner).
+    who = _addressee(sender)
+    text = (
+        f"{who}: {label} needs your approval. Only {who} should follow this link: "
+        f"{exc.approval_url} — then try again"
+    )
+    return build_notification(text, color="yellow", notify=True)
+
+
+def _addressee(sender: Sender | None) -> str:
+    """``@mention_name`` when the webhook told us, else the name (or the id)."""
+    if sender is None:
+        return "the user who sent the command"
+    if sender.mention_name:
+        return f"@{sender.mention_name}"
+    return sender.name or f"user {sender.id}"
 
 
 def _split_command(text: str) -> tuple[str | None, str]:

@@ -77,7 +77,9 @@ class World:
 
 @pytest.fixture
 def fake(clock: FakeClock) -> FakeHipChat:
-    return FakeHipChat(now=clock)
+    fake = FakeHipChat(now=clock)
+    fake.approving_user = USER  # the user most links are made for is the one logged in
+    return fake
 
 
 async def world_for(
@@ -394,7 +396,7 @@ async def test_a_broken_callback_shows_what_went_wrong_and_stores_nothing(
     assert await world.user_tokens() == {}
 
 
-async def test_an_altered_link_for_another_user_is_refused_and_burnt(world: World) -> None:
+async def test_an_altered_link_for_another_user_is_refused_but_not_burnt(world: World) -> None:
     installation = await world.install()
     link = await world.addon.approvals.approval_url(installation, "7")
 
@@ -402,9 +404,152 @@ async def test_an_altered_link_for_another_user_is_refused_and_burnt(world: Worl
 
     assert page.status_code == 400
     assert "altered" in page.text
-    assert (await world.browser.get(link)).status_code == 400
-    assert await world.store.scan(f"{world.addon.keys.prefix}:oauth-state:") == []
     assert world.fake.token_requests("authorization_code") == []
+    world.fake.approving_user = "7"
+    assert (await world.browser.get(await world.to_callback(link))).status_code == 200
+    assert list(await world.user_tokens()) == [
+        world.addon.keys.user_token(installation.oauth_id, "7")
+    ]
+
+
+# -- only the user a link was made for can complete it ------------------------------------
+
+
+def issued_to(fake: FakeHipChat, user_id: str) -> list[str]:
+    """The access tokens the fake issued to ``user_id``, oldest first."""
+    return [token for token, issued in fake.tokens.items() if issued.user_id == user_id]
+
+
+@pytest.mark.parametrize(
+    ("link_for", "approver"),
+    [(USER, "7"), ("7", USER)],
+    ids=["someone-else-opens-my-link", "i-open-someone-elses-link"],
+)
+async def test_a_link_approved_by_another_user_stores_nothing_and_revokes_the_token(
+    world: World, link_for: str, approver: str
+) -> None:
+    installation = await world.install()
+    link = await world.addon.approvals.approval_url(installation, link_for)
+    world.fake.approving_user = approver
+
+    page = await world.browser.get(await world.to_callback(link))
+
+    assert page.status_code == 403
+    assert page.headers["content-type"].startswith("text/html")
+    assert "made for another HipChat user" in page.text
+    assert await world.user_tokens() == {}
+    [hijacked] = issued_to(world.fake, approver)
+    assert world.fake.revoked_tokens == [hijacked]
+    assert not world.fake.is_valid_token(hijacked)
+    assert world.fake.refresh_tokens == {}
+    # The link still works for the user it was made for.
+    world.fake.approving_user = link_for
+    assert (await world.browser.get(await world.to_callback(link))).status_code == 200
+    token = await world.addon.approvals.user_token(installation, link_for)
+    assert world.fake.tokens[token.access_token].user_id == link_for
+    assert list(await world.user_tokens()) == [
+        world.addon.keys.user_token(installation.oauth_id, link_for)
+    ]
+
+
+async def hijacked(world: World, link: str, callback: str) -> int:
+    world.fake.approving_user = "7"
+    page = await world.browser.get(await world.to_callback(link))
+    world.fake.approving_user = USER
+    return page.status_code
+
+
+async def error_added(world: World, link: str, callback: str) -> int:
+    return (await world.browser.get(with_query(callback, error="access_denied"))).status_code
+
+
+async def code_changed(world: World, link: str, callback: str) -> int:
+    return (await world.browser.get(with_query(callback, code="made-up"))).status_code
+
+
+async def user_changed(world: World, link: str, callback: str) -> int:
+    return (await world.browser.get(with_query(link, user="7"))).status_code
+
+
+async def no_owner(world: World, link: str, callback: str) -> int:
+    world.fake.sessions_without_owner = True
+    page = await world.browser.get(await world.to_callback(link))
+    world.fake.sessions_without_owner = False
+    return page.status_code
+
+
+BurnAttempt = Callable[[World, str, str], Awaitable[int]]
+
+
+@pytest.mark.parametrize(
+    ("attempt", "status"),
+    [
+        (hijacked, 403),
+        (error_added, 403),
+        (code_changed, 400),
+        (user_changed, 400),
+        (no_owner, 403),
+    ],
+    ids=lambda value: getattr(value, "__name__", str(value)),
+)
+async def test_a_failed_callback_leaves_the_pending_approval_usable(
+    world: World, attempt: BurnAttempt, status: int
+) -> None:
+    installation = await world.install()
+    link = await world.addon.approvals.approval_url(installation, USER)
+    callback = await world.to_callback(link)  # the right user's, not followed yet
+
+    assert await attempt(world, link, callback) == status
+
+    assert await world.user_tokens() == {}
+    assert (await world.browser.get(callback)).status_code == 200
+    assert await world.addon.approvals.user_token(installation, USER)
+    assert await world.store.scan(f"{world.addon.keys.prefix}:oauth-state:") == []
+
+
+async def test_a_session_without_an_owner_is_refused_and_revoked(world: World) -> None:
+    installation = await world.install()
+    world.fake.sessions_without_owner = True
+
+    page = await world.approve(installation)
+
+    assert page.status_code == 403
+    assert "did not say which user approved" in page.text
+    assert await world.user_tokens() == {}
+    assert world.fake.revoked_tokens == issued_to(world.fake, USER) != []
+
+
+async def test_an_owner_id_that_is_a_string_is_matched(world: World) -> None:
+    installation = await world.install()
+
+    page = await world.approve(installation, "alice")
+
+    assert page.status_code == 200
+    [session] = [c for c in world.fake.calls if c.path.startswith("/v2/oauth/token/")]
+    assert session.method == "GET"
+    assert world.fake.revoked_tokens == []
+    assert list(await world.user_tokens()) == [
+        world.addon.keys.user_token(installation.oauth_id, "alice")
+    ]
+
+
+async def test_two_callbacks_for_one_link_store_one_token(world: World) -> None:
+    installation = await world.install()
+    link = await world.addon.approvals.approval_url(installation, USER)
+    first, second = [await world.to_callback(link) for _ in range(2)]
+    # Both read the pending state before either exchanges its code (the delay only makes them
+    # overlap; the assertion on the two exchanges below checks that they did).
+    world.fake.token_delay = 0.5
+
+    pages = await asyncio.gather(world.browser.get(first), world.browser.get(second))
+
+    assert len(world.fake.token_requests("authorization_code")) == 2
+    assert sorted(page.status_code for page in pages) == [200, 400]
+    assert "already used" in max(pages, key=lambda page: page.status_code).text
+    token = await world.addon.approvals.user_token(installation, USER)
+    live = [t for t in issued_to(world.fake, USER) if world.fake.is_valid_token(t)]
+    assert live == [token.access_token]
+    assert len(world.fake.revoked_tokens) == 1
 
 
 async def test_an_expired_link_does_not_reach_hipchat(world: World) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import html
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -286,14 +285,22 @@ async def test_a_command_needing_the_user_token_links_to_the_approval_first(
 ) -> None:
     await hipchat.send_message(room, "/whoami", sender_id=1001)
     (notice,) = hipchat.notification_bodies(room)
-    assert notice["color"] == "yellow" and notice["message_format"] == "html"
-    link = html.unescape(re.search(r'href="([^"]+)"', str(notice["message"]))[1])  # type: ignore[index]
+    assert notice["color"] == "yellow" and notice["message_format"] == "text"
+    assert str(notice["message"]).startswith("@user1001: ")
+    link = re.search(r"(http\S+/oauth/approve\S+)", str(notice["message"]))[1]  # type: ignore[index]
 
-    hipchat.approving_user = "1001"
-    to_hipchat = await room.addon.get(link)
-    async with httpx.AsyncClient(transport=hipchat.transport()) as browser:
-        back = await browser.get(to_hipchat.headers["location"])
-    done = await room.addon.get(back.headers["location"])
+    async def follow(link: str, as_user: str) -> httpx.Response:
+        hipchat.approving_user = as_user
+        to_hipchat = await room.addon.get(link)
+        async with httpx.AsyncClient(transport=hipchat.transport()) as browser:
+            back = await browser.get(to_hipchat.headers["location"])
+        return await room.addon.get(back.headers["location"])
+
+    # Someone else in the room follows it first: refused, and it stays usable for 1001.
+    taken = await follow(link, "1002")
+    assert taken.status_code == 403 and "another HipChat user" in taken.text
+    assert len(hipchat.revoked_tokens) == 1
+    done = await follow(link, "1001")
     assert done.status_code == 200 and "Approved" in done.text
 
     await hipchat.send_message(room, "/whoami", sender_id=1001)

@@ -117,6 +117,7 @@ async def run_full_flow(flow: Flow) -> Installed:
     await flow.say(room, "/twice")
     installation = await flow.addon.installations.require(room.oauth_id)
     await flow.say(room, "/me")  # not approved yet: an approval notice
+    flow.hipchat.approving_user = str(USER)
     to_hipchat = await flow.browser.get(
         await flow.addon.approvals.approval_url(installation, str(USER))
     )

@@ -340,7 +340,9 @@ async def test_other_events_reach_their_handlers(store: Store) -> None:
 
 
 @pytest.mark.anyio
-async def test_an_approval_required_escape_replies_with_the_link(store: Store) -> None:
+async def test_an_approval_required_escape_replies_with_the_link_for_the_sender(
+    store: Store,
+) -> None:
     integration = Integration("mine")
 
     @integration.command("mine")
@@ -350,7 +352,16 @@ async def test_an_approval_required_escape_replies_with_the_link(store: Store) -
     runtime = RecordingRuntime(store)
     reply = await dispatch(Dispatcher([integration], runtime), message("/mine"))
     assert reply is not None and reply["color"] == "yellow"
-    assert '<a href="https://hipchat.test/approve?state=abc">approve</a>' in str(reply["message"])
+    # Text, so that HipChat notifies the @mentioned sender and links the URL.
+    assert reply["message_format"] == "text" and reply["notify"] is True
+    text = str(reply["message"])
+    assert text.startswith("@Blinky: ")
+    assert "Only @Blinky should follow this link: https://hipchat.test/approve?state=abc " in text
+    unnamed = message("/mine")
+    sender = unnamed["item"]["message"]["from"]  # type: ignore[index]
+    del sender["mention_name"]
+    reply = await dispatch(Dispatcher([integration], runtime), unnamed)
+    assert reply is not None and "Only Blinky the Fish should follow" in str(reply["message"])
     runtime.approval_url = None
     reply = await dispatch(Dispatcher([integration], runtime), message("/mine"))
     assert reply is not None and "ask an admin" in str(reply["message"])

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import httpx
 
 from addon.hipchat._api import APIGroup, json_object
 from addon.hipchat.types import JSONObject
 
 __all__ = ["OAuthAPI"]
+
+_SESSION_PATH = re.compile(r"(/oauth/token/)[^\s?#/\"']+")
+
+
+class _SessionPathFilter(logging.Filter):
+    """Masks the token in the session URLs httpx logs (``GET …/oauth/token/{access_token}``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/oauth/token/" in message:
+            record.msg, record.args = _SESSION_PATH.sub(r"\1{access_token}", message), None
+        return True
+
+
+# The session operations carry the token in their path; httpx logs every request's URL at INFO.
+_httpx_log = logging.getLogger("httpx")
+if not any(isinstance(f, _SessionPathFilter) for f in _httpx_log.filters):
+    _httpx_log.addFilter(_SessionPathFilter())
 
 
 class OAuthAPI(APIGroup):
@@ -44,5 +65,5 @@ class OAuthAPI(APIGroup):
         return await self._json("get_session", {"access_token": access_token})
 
     async def delete_session(self, access_token: str) -> None:
-        """Revoke a token."""
+        """Revoke a token (it stops working at once, and so does its refresh token)."""
         await self._no_content("delete_session", {"access_token": access_token})

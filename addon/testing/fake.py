@@ -98,6 +98,7 @@ class IssuedToken:
     scopes: tuple[str, ...]
     expires_at: float
     user_id: str | None = None
+    refresh_token: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +143,10 @@ class FakeHipChat:
         self.approving_user = "1"
         """The HipChat user who approves at ``/users/authorize`` (the one logged in)."""
         self.declines_approval = False
+        self.sessions_without_owner = False
+        """Answer session info (``GET /v2/oauth/token/{token}``) without an ``owner``."""
+        self.revoked_tokens: list[str] = []
+        """Tokens revoked with ``DELETE /v2/oauth/token/{token}``, oldest first."""
         self._codes: dict[str, _UserGrant] = {}
         self.refresh_tokens: dict[str, _UserGrant] = {}
         self.api = FakeRestAPI(is_valid_token=self.is_valid_token, now=now)
@@ -294,6 +299,7 @@ class FakeHipChat:
             Route("/v2/oauth/token", self._token, methods=["POST"]),
             Route("/v2/addon/installable/{token}", self._installable, methods=["GET"]),
             Route("/users/authorize", self._authorize, methods=["GET"]),
+            Route("/v2/oauth/token/{access_token}", self._session, methods=["GET", "DELETE"]),
         ]
 
     def _capabilities_document(self) -> dict[str, Any]:
@@ -409,6 +415,39 @@ class FakeHipChat:
         separator = "&" if urlsplit(redirect_uri).query else "?"
         return RedirectResponse(f"{redirect_uri}{separator}{urlencode(answer)}", 302)
 
+    async def _session(self, request: Request) -> Response:
+        """Session info (GET) or revocation (DELETE) of a token; the token is the credential."""
+        await self._record(request)
+        token = request.path_params["access_token"]
+        issued = self.tokens.get(token)
+        if issued is None or not self.is_valid_token(token):
+            return _error(401, "Invalid OAuth session", "Unauthorized")
+        if request.method == "DELETE":
+            self.revoked_tokens.append(token)
+            self.tokens[token] = dataclasses.replace(issued, expires_at=0)
+            self.refresh_tokens.pop(issued.refresh_token or "", None)
+            return Response(status_code=204)
+        return JSONResponse(self._session_info(token, issued))
+
+    def _session_info(self, token: str, issued: IssuedToken) -> dict[str, Any]:
+        client = self.clients[issued.oauth_id]
+        body: dict[str, Any] = {
+            "access_token": token,
+            "client": {"id": client.oauth_id, "room": client.room_id},
+            "expires_in": max(0, int(issued.expires_at - self.now())),
+            "group": {"id": client.group_id, "name": "Example Group"},
+            "scopes": list(issued.scopes),
+        }
+        if issued.user_id is not None and not self.sessions_without_owner:
+            user = issued.user_id
+            body["owner"] = {
+                "id": int(user) if user.isdigit() else user,
+                "links": {"self": f"{self.api_url}user/{user}"},
+                "mention_name": f"user{user}",
+                "name": f"User {user}",
+            }
+        return body
+
     def _authenticate(self, header: str) -> OAuthClient | None:
         kind, _, encoded = header.partition(" ")
         if kind.lower() != "basic":
@@ -431,7 +470,10 @@ class FakeHipChat:
     ) -> JSONResponse:
         token = secrets.token_urlsafe(30)
         expires_at = self.now() + self.token_lifetime
-        self.tokens[token] = IssuedToken(client.oauth_id, scopes, expires_at, user_id)
+        refresh_token = None if user_id is None else secrets.token_urlsafe(30)
+        self.tokens[token] = IssuedToken(
+            client.oauth_id, scopes, expires_at, user_id, refresh_token
+        )
         body: dict[str, Any] = {
             "access_token": token,
             "expires_in": self.token_lifetime,
@@ -440,8 +482,7 @@ class FakeHipChat:
             "scope": " ".join(scopes),
             "token_type": "bearer",
         }
-        if user_id is not None:  # user tokens come with a refresh token (see docs/protocol.md)
-            refresh_token = secrets.token_urlsafe(30)
+        if user_id is not None and refresh_token is not None:  # user tokens have one
             self.refresh_tokens[refresh_token] = _UserGrant(client.oauth_id, user_id, scopes)
             body["refresh_token"] = refresh_token
         return JSONResponse(body)
