@@ -34,6 +34,7 @@ from addon.context import Context, Room, RoomEvent, RoomMessage, Runtime, build_
 from addon.errors import (
     AddonError,
     ApprovalRequired,
+    QuotaExceeded,
     RequestError,
     ShuttingDown,
     StoreUnavailable,
@@ -369,6 +370,8 @@ def _failure_text(label: str, exc: Exception) -> str:
         return f"{label} failed: HipChat could not be reached or refused; try again shortly"
     if isinstance(exc, StoreUnavailable):
         return f"{label} failed: the add-on's store is unavailable; try again shortly"
+    if isinstance(exc, QuotaExceeded):
+        return f"{label} failed: {exc}"  # written for the room: names no secret
     return f"{label} failed; the error is logged"
 
 

@@ -49,7 +49,7 @@ async def test_export_erase_import_round_trip(hipchat: FakeHipChat, room: Instal
 
     exported = (await room.addon.get("/admin/storage", headers=bearer())).json()
     assert exported["storage"][f"{room.oauth_id}/remember"] == {"color": "blue"}
-    assert exported["storage"]["global/ping"] == {"count": 1}
+    assert exported["storage"][f"{room.oauth_id}/ping"] == {"count": 1}  # per installation
 
     erased = await room.addon.delete("/admin/storage", headers=bearer())
     assert erased.json() == {"erased": 2}

@@ -24,11 +24,20 @@ from addon.seed import (
 )
 from addon.store import Store
 from addon.webhooks import Dispatcher
-from tests.test_webhooks import ROOM, SETTINGS, RecordingRuntime, dispatch, message, text
+from tests.test_webhooks import (
+    ROOM,
+    SETTINGS,
+    RecordingRuntime,
+    dispatch,
+    installed,
+    message,
+    text,
+)
 
 
-def _runtime(store: Store, *tokens: str) -> RecordingRuntime:
-    return RecordingRuntime(store, settings=dataclasses.replace(SETTINGS, static_tokens=tokens))
+async def _runtime(store: Store, *tokens: str) -> RecordingRuntime:
+    settings = dataclasses.replace(SETTINGS, static_tokens=tokens)
+    return await installed(RecordingRuntime(store, settings=settings))
 
 
 def test_static_tokens_are_parsed() -> None:
@@ -129,7 +138,7 @@ def _silent(notification: SeedNotification, query: str) -> None:
 async def test_every_seed_form_runs(
     store: Store, script: Callable[..., object], reply: str
 ) -> None:
-    runtime = _runtime(store, "old:global-token", f"{ROOM}:old:room-token")
+    runtime = await _runtime(store, "old:global-token", f"{ROOM}:old:room-token")
     dispatcher = Dispatcher([seed_integration("old", script)], runtime)
     assert await dispatch(dispatcher, message("/old a b")) == text(reply)
     assert runtime.token_requests == 0
@@ -137,10 +146,10 @@ async def test_every_seed_form_runs(
 
 @pytest.mark.anyio
 async def test_the_token_falls_back_to_the_named_one_then_the_addon_token(store: Store) -> None:
-    named = _runtime(store, "old:global-token")
+    named = await _runtime(store, "old:global-token")
     reply = await dispatch(Dispatcher([seed_integration("old", _six)], named), message("/old"))
     assert reply is not None and "with global-token" in str(reply["message"])
-    plain = _runtime(store)
+    plain = await _runtime(store)
     reply = await dispatch(Dispatcher([seed_integration("old", _six)], plain), message("/old"))
     assert reply is not None and "with addon-token-of-oauth-1" in str(reply["message"])
     assert plain.token_requests == 1
@@ -150,14 +159,14 @@ async def test_the_token_falls_back_to_the_named_one_then_the_addon_token(store:
 async def test_seed_storage_persists_across_dispatchers(store: Store) -> None:
     replies = []
     for _ in range(2):
-        dispatcher = Dispatcher([seed_integration("old", _six)], _runtime(store))
+        dispatcher = Dispatcher([seed_integration("old", _six)], await _runtime(store))
         replies.append(await dispatch(dispatcher, message("/old")))
     assert [str(r and r["message"])[-6:] for r in replies] == ["call 1", "call 2"]
 
 
 @pytest.mark.anyio
 async def test_a_script_returning_nothing_replies_nothing(store: Store) -> None:
-    dispatcher = Dispatcher([seed_integration("old", _silent)], _runtime(store))
+    dispatcher = Dispatcher([seed_integration("old", _silent)], await _runtime(store))
     assert await dispatch(dispatcher, message("/old")) is None
 
 
@@ -166,7 +175,7 @@ async def test_a_raising_script_is_isolated(store: Store) -> None:
     def broken(notification: SeedNotification, query: str) -> str:
         raise KeyError("oops")
 
-    dispatcher = Dispatcher([seed_integration("old", broken)], _runtime(store))
+    dispatcher = Dispatcher([seed_integration("old", broken)], await _runtime(store))
     assert await dispatch(dispatcher, message("/old")) == text(
         "/old failed; the error is logged", color="red"
     )
@@ -200,7 +209,7 @@ async def test_a_seed_module_is_loaded_and_owns_its_stem(tmp_path: Path, store: 
         "/weather <query>",
         "Tells the weather.",
     )
-    dispatcher = Dispatcher([integration], _runtime(store, "Weather:w-token"))
+    dispatcher = Dispatcher([integration], await _runtime(store, "Weather:w-token"))
     assert await dispatch(dispatcher, message("/weather Paris")) == text("sunny in Paris")
 
 
