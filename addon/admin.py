@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from addon.errors import RequestError
-from addon.jsonvalue import check_depth
+from addon.jsonvalue import check_depth, is_json
 from addon.jsonvalue import loads as load_json
 from addon.store import Keys, Store
 from addon.store.keys import STORAGE_MAP_SUFFIX
@@ -103,7 +103,7 @@ async def _read_entries(store: Store, keys: Keys) -> tuple[dict[tuple[str, str],
     for name in [name for name in names if name.endswith(STORAGE_MAP_SUFFIX)]:
         owner, integration = _owner_and_integration(keys, name)
         fields = await store.map_all(name)
-        bad = [field for field, raw in fields.items() if not _is_json(raw)]
+        bad = [field for field, raw in fields.items() if not is_json(raw)]
         unreadable += [f"{owner}/{integration}/{field}" for field in bad]
         good = ((f, raw) for f, raw in sorted(fields.items()) if f not in bad)
         entries[(owner, integration)] = (
@@ -113,7 +113,7 @@ async def _read_entries(store: Store, keys: Keys) -> tuple[dict[tuple[str, str],
     for name, raw in zip(legacy_names, await store.get_many(legacy_names), strict=True):
         # A legacy document that is still there holds everything (it is deleted once moved).
         owner, integration = _owner_and_integration(keys, name)
-        if raw is not None and _is_json(raw):
+        if raw is not None and is_json(raw):
             entries[(owner, integration)] = raw
         elif raw is not None:
             unreadable.append(f"{owner}/{integration}")
@@ -123,14 +123,6 @@ async def _read_entries(store: Store, keys: Keys) -> tuple[dict[tuple[str, str],
 def _owner_and_integration(keys: Keys, name: str) -> tuple[str, str]:
     owner, _, integration = name[len(keys.storage_prefix()) :].partition(":")
     return owner, integration.removesuffix(STORAGE_MAP_SUFFIX)
-
-
-def _is_json(raw: str) -> bool:
-    try:
-        json.loads(raw)
-    except (ValueError, RecursionError):
-        return False
-    return True
 
 
 def _entries(document: object) -> dict[tuple[str, str], dict[str, Any]]:

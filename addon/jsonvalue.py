@@ -13,7 +13,7 @@ from typing import Any
 
 from addon.errors import RequestError
 
-__all__ = ["MAX_DEPTH", "MAX_VALUE_DEPTH", "check_depth", "loads"]
+__all__ = ["MAX_DEPTH", "MAX_VALUE_DEPTH", "check_depth", "is_json", "loads"]
 
 MAX_DEPTH = 64
 # A stored value sits three levels down in an export ({"storage": {"owner/name": {name: value}}}),
@@ -52,6 +52,28 @@ def check_depth(value: object, *, what: str, max_depth: int = MAX_DEPTH) -> None
             return
     if any(isinstance(item, list | tuple | dict) for item in level):
         raise RequestError(f"{what} nests deeper than {max_depth} levels; flatten it")
+
+
+def is_json(text: str) -> bool:
+    """True when ``text`` is JSON, however deep (deeper than Python parses: balanced brackets)."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    except RecursionError:
+        return _is_balanced(text)
+    return True
+
+
+def _is_balanced(text: str) -> bool:
+    pairs, stack = {"]": "[", "}": "{"}, []
+    for bracket in _BRACKET.finditer(_STRING.sub('""', text)):
+        char = bracket.group()
+        if char in "[{":
+            stack.append(char)
+        elif not stack or stack.pop() != pairs[char]:
+            return False
+    return not stack
 
 
 def _depth_of_text(text: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from addon.context import Storage
 from addon.errors import ConfigError, IntegrationError
 from addon.integrations import load_integrations
 from addon.seed import (
@@ -22,15 +24,17 @@ from addon.seed import (
     seed_integration,
     seed_notification,
 )
-from addon.store import Store
+from addon.store import Keys, Store
 from addon.webhooks import Dispatcher
 from tests.test_webhooks import (
     ROOM,
     SETTINGS,
     RecordingRuntime,
     dispatch,
+    installation,
     installed,
     message,
+    runtime_with,
     text,
 )
 
@@ -215,3 +219,69 @@ async def test_a_seed_module_is_loaded_and_owns_its_stem(tmp_path: Path, store: 
 
 def test_static_tokens_default_to_none() -> None:
     assert StaticTokens().as_dict() == {}
+
+
+def _counter(
+    notification: SeedNotification,
+    query: str,
+    all_tokens: dict[str, str],
+    token: str,
+    storage: dict[str, object],
+    log: object,
+) -> str:
+    count = storage.get("count")
+    storage["count"] = (count if isinstance(count, int) else 0) + 1
+    if query:
+        storage["note"] = query
+    return str(storage["count"])
+
+
+def _counter_storage(store: Store, oauth_id: str) -> Storage:
+    return Storage(store, Keys("test-addon"), oauth_id, "counter")
+
+
+@pytest.mark.anyio
+async def test_concurrent_seed_calls_lose_no_update(store: Store) -> None:
+    runtime = await installed(runtime_with(store, reply_window=60, command_timeout=60))
+    dispatcher = Dispatcher([seed_integration("counter", _counter)], runtime)
+    replies = await asyncio.gather(*(dispatch(dispatcher, message("/counter")) for _ in range(40)))
+    assert sorted(int(str(r and r["message"])) for r in replies) == list(range(1, 41))
+    assert await _counter_storage(store, "oauth-1").all() == {"count": 40}
+
+
+@pytest.mark.anyio
+async def test_seed_storage_is_per_installation(store: Store) -> None:
+    runtime = await installed(await _runtime(store), "oauth-1", "oauth-2")
+    dispatcher = Dispatcher([seed_integration("counter", _counter)], runtime)
+    await dispatch(dispatcher, message("/counter one"))
+    await dispatch(dispatcher, message("/counter"))
+    other = await dispatcher.handle(
+        message("/counter two"), installation(oauth_id="oauth-2"), request_id="req-2"
+    )
+    assert other == text("1")
+    assert await _counter_storage(store, "oauth-1").all() == {"count": 2, "note": "one"}
+    assert await _counter_storage(store, "oauth-2").all() == {"count": 1, "note": "two"}
+    assert not [key for key in await store.scan("") if ":global:" in key]
+
+
+@pytest.mark.anyio
+async def test_a_seed_write_past_the_quota_tells_the_room(store: Store) -> None:
+    runtime = await installed(runtime_with(store))
+    runtime.settings = dataclasses.replace(runtime.settings, storage_quota=1024)
+    dispatcher = Dispatcher([seed_integration("counter", _counter)], runtime)
+    assert await dispatch(dispatcher, message("/counter " + "x" * 2000)) == text(
+        "/counter failed: The storage of counter in this installation would exceed 1024 bytes; "
+        "delete some of its values first",
+        color="red",
+    )
+    assert await dispatch(dispatcher, message("/counter")) == text("1")  # nothing was saved
+
+
+@pytest.mark.anyio
+async def test_a_seed_script_reads_storage_in_the_older_format(store: Store) -> None:
+    runtime = await installed(await _runtime(store))
+    await store.put(runtime.keys.legacy_storage("oauth-1", "counter"), '{"count": 41}')
+    dispatcher = Dispatcher([seed_integration("counter", _counter)], runtime)
+    assert await dispatch(dispatcher, message("/counter")) == text("42")
+    assert await store.get(runtime.keys.legacy_storage("oauth-1", "counter")) is None
+    assert await _counter_storage(store, "oauth-1").all() == {"count": 42}

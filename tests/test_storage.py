@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from addon.app import create_app
-from addon.context import RoomMessage, Storage
+from addon.context import JSON, RoomMessage, Storage
 from addon.errors import QuotaExceeded, RequestError, UnknownInstallation
 from addon.integrations import Integration, load_integrations
 from addon.settings import Settings
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.anyio
 KEYS = Keys("test-addon")
 
 
-def nested(depth: int) -> object:
+def nested(depth: int) -> JSON:
     """A list nested ``depth`` levels deep: ``nested(2) == [[0]]``."""
-    value: object = 0
+    value: JSON = 0
     for _ in range(depth):
         value = [value]
     return value
