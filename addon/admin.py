@@ -76,6 +76,8 @@ async def migrate_global(store: Store, keys: Keys, oauth_id: str) -> int:
         if owner != GLOBAL:
             continue
         value = load_json(raw, what=f"Storage entry 'global/{integration}'")
+        if not isinstance(value, dict):
+            raise RequestError(f"Storage entry 'global/{integration}' is not a JSON object")
         await _write_entry(store, keys, oauth_id, integration, value)
         await store.delete(
             keys.storage(GLOBAL, integration), keys.legacy_storage(GLOBAL, integration)

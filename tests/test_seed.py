@@ -285,3 +285,33 @@ async def test_a_seed_script_reads_storage_in_the_older_format(store: Store) -> 
     assert await dispatch(dispatcher, message("/counter")) == text("42")
     assert await store.get(runtime.keys.legacy_storage("oauth-1", "counter")) is None
     assert await _counter_storage(store, "oauth-1").all() == {"count": 42}
+
+
+@pytest.mark.anyio
+async def test_a_seed_call_that_times_out_saves_nothing_and_frees_the_lock(store: Store) -> None:
+    gate = threading.Event()
+
+    def hang_or_count(
+        notification: SeedNotification,
+        query: str,
+        all_tokens: dict[str, str],
+        token: str,
+        storage: dict[str, object],
+        log: object,
+    ) -> str:
+        if query == "hang":
+            gate.wait(10)
+            storage["count"] = 99
+            return "late"
+        return _counter(notification, query, all_tokens, token, storage, log)
+
+    runtime = await installed(runtime_with(store, command_timeout=0.5))
+    dispatcher = Dispatcher([seed_integration("counter", hang_or_count)], runtime)
+    try:
+        hung = await dispatch(dispatcher, message("/counter hang"))
+        assert hung == text("/counter timed out after 0.5 s", color="red")
+        # The lock went with the cancelled call: this one does not wait for its TTL (10.5 s).
+        assert await dispatch(dispatcher, message("/counter")) == text("1")
+    finally:
+        gate.set()
+    assert await _counter_storage(store, "oauth-1").all() == {"count": 1}
