@@ -2,54 +2,129 @@
 
 These replace the older server's unauthenticated ``save FILE`` / ``load FILE`` / ``erase`` POSTs.
 The document is JSON, ``{"storage": {"<owner>/<integration>": {...}}}`` where ``owner`` is an
-oauth_id or ``global``; no file path ever comes from a request.
+oauth_id, or ``global`` for what seed scripts stored before their storage was per installation
+(``migrate_global`` moves it to one installation); no file path ever comes from a request.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from addon.errors import RequestError
+from addon.jsonvalue import check_depth, is_json
+from addon.jsonvalue import loads as load_json
 from addon.store import Keys, Store
+from addon.store.keys import STORAGE_MAP_SUFFIX
 
-__all__ = ["erase_storage", "export_storage", "import_storage"]
+__all__ = ["erase_storage", "export_storage", "import_storage", "migrate_global"]
 
 _OWNER = re.compile(r"global|[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _INTEGRATION = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
 MAX_ENTRIES = 10_000
+GLOBAL = "global"  # seed scripts' storage owner before storage was per installation
+log = logging.getLogger("addon.admin")
 
 
-async def export_storage(store: Store, keys: Keys) -> dict[str, Any]:
-    """Every integration's storage, keyed ``owner/integration``."""
-    prefix = keys.storage_prefix()
-    names = sorted(await store.scan(prefix))
-    values = await store.get_many(names) if names else []
-    storage: dict[str, Any] = {}
-    for name, raw in zip(names, values, strict=True):
-        if raw is not None:
-            owner, _, integration = name[len(prefix) :].partition(":")
-            storage[f"{owner}/{integration}"] = json.loads(raw)
-    return {"storage": storage}
+async def export_storage(store: Store, keys: Keys) -> str:
+    """Every integration's storage as JSON text, ``{"storage": {"owner/integration": {...}}}``.
+
+    Total: the stored JSON texts are spliced in as they are, never re-encoded, so whatever is
+    stored (however deep) is exported; a value that is not JSON at all is left out and listed
+    under ``"unreadable"``.
+    """
+    entries, unreadable = await _read_entries(store, keys)
+    body = ", ".join(f"{json.dumps(f'{o}/{i}')}: {raw}" for (o, i), raw in sorted(entries.items()))
+    extra = f', "unreadable": {json.dumps(sorted(unreadable))}' if unreadable else ""
+    return f'{{"storage": {{{body}}}{extra}}}'
 
 
 async def import_storage(store: Store, keys: Keys, document: object) -> int:
-    """Write every entry of an exported ``document`` (replacing those keys); return the count.
+    """Write every entry of an exported ``document`` (replacing those entries); return the count.
 
     The whole document is validated before anything is written, so a bad one changes nothing.
+    Imports are not held to ``ADDON_STORAGE_QUOTA``: they restore what was there.
     """
+    check_depth(document, what="The import")
     entries = _entries(document)
     for (owner, integration), value in entries.items():
-        await store.put(keys.storage(owner, integration), json.dumps(value))
+        await _write_entry(store, keys, owner, integration, value)
     return len(entries)
 
 
 async def erase_storage(store: Store, keys: Keys) -> int:
     """Delete every integration's storage; return how many entries there were."""
     names = await store.scan(keys.storage_prefix())
-    return await store.delete(*names) if names else 0
+    if names:
+        await store.delete(*names)
+    return len({_owner_and_integration(keys, name) for name in names})
+
+
+async def migrate_global(store: Store, keys: Keys, oauth_id: str) -> int:
+    """Move every ``global`` entry (seed storage before it was per installation) to ``oauth_id``.
+
+    Entries ``oauth_id`` already has are replaced. Returns how many entries moved.
+    """
+    if await store.get(keys.installation(oauth_id)) is None:
+        raise RequestError(f"No installation {oauth_id!r}; pick one from the export's owners")
+    entries, unreadable = await _read_entries(store, keys)
+    moved = 0
+    for (owner, integration), raw in sorted(entries.items()):
+        if owner != GLOBAL:
+            continue
+        value = load_json(raw, what=f"Storage entry 'global/{integration}'")
+        if not isinstance(value, dict):
+            raise RequestError(f"Storage entry 'global/{integration}' is not a JSON object")
+        await _write_entry(store, keys, oauth_id, integration, value)
+        await store.delete(
+            keys.storage(GLOBAL, integration), keys.legacy_storage(GLOBAL, integration)
+        )
+        moved += 1
+    if any(name.startswith(f"{GLOBAL}/") for name in unreadable):
+        log.warning("some global storage entries are not JSON and were left where they are")
+    return moved
+
+
+async def _write_entry(
+    store: Store, keys: Keys, owner: str, integration: str, value: Mapping[str, Any]
+) -> None:
+    fields = {name: json.dumps(item, sort_keys=True) for name, item in value.items()}
+    await store.map_update(keys.storage(owner, integration), fields, replace=True)
+    # The older one-document format of the same entry would otherwise still be read.
+    await store.delete(keys.legacy_storage(owner, integration))
+
+
+async def _read_entries(store: Store, keys: Keys) -> tuple[dict[tuple[str, str], str], list[str]]:
+    """Each entry's JSON object text, and the ``owner/integration[/name]`` that are not JSON."""
+    entries: dict[tuple[str, str], str] = {}
+    unreadable: list[str] = []
+    names = await store.scan(keys.storage_prefix())
+    for name in [name for name in names if name.endswith(STORAGE_MAP_SUFFIX)]:
+        owner, integration = _owner_and_integration(keys, name)
+        fields = await store.map_all(name)
+        bad = [field for field, raw in fields.items() if not is_json(raw)]
+        unreadable += [f"{owner}/{integration}/{field}" for field in bad]
+        good = ((f, raw) for f, raw in sorted(fields.items()) if f not in bad)
+        entries[(owner, integration)] = (
+            "{" + ", ".join(f"{json.dumps(f)}: {r}" for f, r in good) + "}"
+        )
+    legacy_names = [name for name in names if not name.endswith(STORAGE_MAP_SUFFIX)]
+    for name, raw in zip(legacy_names, await store.get_many(legacy_names), strict=True):
+        # A legacy document that is still there holds everything (it is deleted once moved).
+        owner, integration = _owner_and_integration(keys, name)
+        if raw is not None and is_json(raw):
+            entries[(owner, integration)] = raw
+        elif raw is not None:
+            unreadable.append(f"{owner}/{integration}")
+    return entries, unreadable
+
+
+def _owner_and_integration(keys: Keys, name: str) -> tuple[str, str]:
+    owner, _, integration = name[len(keys.storage_prefix()) :].partition(":")
+    return owner, integration.removesuffix(STORAGE_MAP_SUFFIX)
 
 
 def _entries(document: object) -> dict[tuple[str, str], dict[str, Any]]:

@@ -53,8 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("check", "check-config"):
         sub.add_parser(name, parents=[_common()], help="validate everything; list the commands")
     storage = sub.add_parser("storage", parents=[_common()], help="integration storage")
-    storage.add_argument("action", choices=("export", "import", "erase"))
+    storage.add_argument("action", choices=("export", "import", "erase", "migrate-global"))
     storage.add_argument("file", nargs="?", help="JSON file (export: default stdout; import: -)")
+    storage.add_argument(
+        "--to", metavar="OAUTH_ID", help="migrate-global: the installation that gets the entries"
+    )
     return parser
 
 
@@ -79,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args, settings, env)
         if args.command == "storage":
-            return asyncio.run(_storage(args.action, args.file, settings))
+            return asyncio.run(_storage(args.action, args.file, settings, to=args.to))
         return _inspect(args.command, settings)
     except (
         ConfigError,
@@ -113,20 +116,24 @@ def _inspect(command: str, settings: Settings) -> int:
     return 0
 
 
-async def _storage(action: str, file: str | None, settings: Settings) -> int:
-    from addon.admin import erase_storage, export_storage, import_storage
+async def _storage(action: str, file: str | None, settings: Settings, *, to: str | None) -> int:
+    from addon.admin import erase_storage, export_storage, import_storage, migrate_global
     from addon.descriptor import load_capabilities
+    from addon.jsonvalue import loads as load_json
     from addon.store import Keys, open_store
 
     store = open_store(settings.store_url)
     keys = Keys(load_capabilities(settings.capabilities_path).key)
     try:
         if action == "export":
-            text = json.dumps(await export_storage(store, keys), indent=2, sort_keys=True)
-            _write(file, text)
+            _write(file, await export_storage(store, keys))
         elif action == "import":
-            count = await import_storage(store, keys, json.loads(_read(file)))
-            print(f"imported {count} storage entries")
+            document = load_json(_read(file), what="The import file")
+            print(f"imported {await import_storage(store, keys, document)} storage entries")
+        elif action == "migrate-global":
+            if not to:
+                raise RequestError("storage migrate-global needs --to OAUTH_ID")
+            print(f"moved {await migrate_global(store, keys, to)} global storage entries to {to}")
         else:
             print(f"erased {await erase_storage(store, keys)} storage entries")
     finally:

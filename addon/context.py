@@ -7,18 +7,20 @@ seams the dispatcher fills in (``addon.runtime.AddonRuntime`` is the production 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
 
-from addon.errors import StoreUnavailable
+from addon.errors import QuotaExceeded, StoreUnavailable, UnknownInstallation
 from addon.installations import Installation
+from addon.jsonvalue import MAX_VALUE_DEPTH, check_depth
 from addon.settings import Settings
-from addon.store import Keys, Store, lock
+from addon.store import Keys, MapUpdate, Outcome, Store, lock
 
 if TYPE_CHECKING:
     from addon.hipchat import HipChatClient
@@ -112,43 +114,114 @@ class Outbox(Protocol):
 
 
 class Storage:
-    """An integration's JSON key/value storage for one installation (one JSON object)."""
+    """An integration's JSON key/value storage in one installation, one stored field per name.
 
-    def __init__(self, store: Store, key: str, lock_key: str) -> None:
+    Reading a name reads only its value. Writes are atomic per call, fail once the installation
+    is uninstalled (``UnknownInstallation``), and raise ``QuotaExceeded`` when they would take the
+    integration past ``ADDON_STORAGE_QUOTA`` bytes in this installation.
+    """
+
+    def __init__(
+        self, store: Store, keys: Keys, owner: str, integration: str, *, quota: int | None = None
+    ) -> None:
         self._store = store
-        self._key = key
-        self._lock_key = lock_key
+        self._owner, self._integration, self._quota = owner, integration, quota
+        self._key = keys.storage(owner, integration)
+        self._legacy = keys.legacy_storage(owner, integration)
+        self._guard = keys.installation(owner)
+        self._lock_key = keys.storage_lock(owner, integration)
+        self._is_locked = False
 
     async def all(self) -> dict[str, JSON]:
         """Every stored name and value."""
-        raw = await self._store.get(self._key)
-        data = {} if raw is None else json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError(f"Storage at {self._key!r} is not a JSON object; delete the key")
-        return data
+        fields = await self._store.map_all(self._key)
+        if not fields:
+            legacy = await self._legacy_document()
+            if legacy is not None:
+                return legacy
+        return {name: json.loads(raw) for name, raw in fields.items()}
 
     async def get(self, name: str, default: JSON = None) -> JSON:
         """The value stored under ``name``, or ``default``."""
-        return (await self.all()).get(name, default)
+        raw = await self._store.map_get(self._key, name)
+        if raw is not None:
+            return json.loads(raw)  # type: ignore[no-any-return]
+        legacy = await self._legacy_document()
+        return default if legacy is None else legacy.get(name, default)
 
     async def set(self, name: str, value: JSON) -> None:
-        """Store ``value`` (anything JSON can hold) under ``name``."""
-        async with lock(self._store, self._lock_key) as acquired:
-            _require(acquired, self._key)
-            data = await self.all()
-            data[name] = value
-            await self._store.put(self._key, json.dumps(data, sort_keys=True))
+        """Store ``value`` (anything JSON can hold, nested at most 61 deep) under ``name``."""
+        await self.update({name: value})
 
     async def delete(self, name: str) -> bool:
         """Forget ``name``; True when it was stored."""
-        async with lock(self._store, self._lock_key) as acquired:
+        return (await self._write({name: None})).removed > 0
+
+    async def update(self, values: Mapping[str, JSON], *, removed: Iterable[str] = ()) -> None:
+        """Store every name of ``values`` and forget every name in ``removed``, atomically."""
+        changes: dict[str, str | None] = dict.fromkeys(removed)
+        for name, value in values.items():
+            what = f"The value stored under {name[:80]!r}"
+            check_depth(value, what=what, max_depth=MAX_VALUE_DEPTH)
+            changes[name] = json.dumps(value, sort_keys=True)
+        await self._write(changes)
+
+    @contextlib.asynccontextmanager
+    async def locked(self, *, ttl: float, wait: float) -> AsyncIterator[None]:
+        """Hold this storage's lock across replicas for a read-modify-write of several names.
+
+        ``ttl`` bounds how long a holder that died keeps the others out; it must outlast the
+        work done under the lock, or a second writer could get in before the first is done.
+        """
+        async with lock(self._store, self._lock_key, ttl=ttl, wait=wait) as acquired:
             _require(acquired, self._key)
-            data = await self.all()
-            if name not in data:
-                return False
-            del data[name]
-            await self._store.put(self._key, json.dumps(data, sort_keys=True))
-            return True
+            self._is_locked = True
+            try:
+                yield
+            finally:
+                self._is_locked = False
+
+    async def _write(self, changes: Mapping[str, str | None]) -> MapUpdate:
+        if await self._store.get(self._legacy) is not None:
+            await self._migrate()
+        result = await self._store.map_update(
+            self._key, changes, guard=self._guard, quota=self._quota
+        )
+        self._check(result)
+        return result
+
+    async def _migrate(self) -> None:
+        """Move the older one-document format into one field per name (under the lock)."""
+        if not self._is_locked:
+            async with self.locked(ttl=10.0, wait=15.0):
+                return await self._migrate()
+        legacy = await self._legacy_document()
+        if legacy is None:
+            return  # another writer moved it meanwhile
+        fields = {name: json.dumps(value, sort_keys=True) for name, value in legacy.items()}
+        # No quota: what was stored before quotas existed is kept; only growing it is refused.
+        self._check(await self._store.map_update(self._key, fields, guard=self._guard))
+        await self._store.delete(self._legacy)
+
+    async def _legacy_document(self) -> dict[str, JSON] | None:
+        raw = await self._store.get(self._legacy)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError(f"Storage at {self._legacy!r} is not a JSON object; delete the key")
+        return data
+
+    def _check(self, result: MapUpdate) -> None:
+        if result.outcome is Outcome.NO_GUARD:
+            raise UnknownInstallation(
+                f"Installation {self._owner!r} was uninstalled; its storage is gone"
+            )
+        if result.outcome is Outcome.OVER_QUOTA:
+            raise QuotaExceeded(
+                f"The storage of {self._integration} in this installation would exceed "
+                f"{self._quota} bytes; delete some of its values first"
+            )
 
 
 def build_notification(
@@ -199,10 +272,14 @@ class Context:
     @property
     def storage(self) -> Storage:
         """This integration's persistent storage in this installation."""
-        keys, owner = self.runtime.keys, self.installation.oauth_id
-        key = keys.storage(owner, self.integration.key)
-        lock_key = keys.storage_lock(owner, self.integration.key)
-        return Storage(self.runtime.store, key, lock_key)
+        runtime = self.runtime
+        return Storage(
+            runtime.store,
+            runtime.keys,
+            self.installation.oauth_id,
+            self.integration.key,
+            quota=runtime.settings.storage_quota,
+        )
 
     async def reply(
         self,

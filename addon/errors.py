@@ -8,7 +8,8 @@ must react, and ``routes.py`` maps each group to one HTTP status in a single tab
     ├── IntegrationError       an integration author's bug, raised when integrations load
     ├── RequestError           400: the caller sent something we refuse
     │   ├── HostNotAllowed     a URL HipChat handed us points off the allow-list
-    │   └── InstallRefused     the install cannot go ahead (links.self, allowRoom, credentials...)
+    │   ├── InstallRefused     the install cannot go ahead (links.self, allowRoom, credentials...)
+    │   └── QuotaExceeded      a storage write would take an integration past its quota
     ├── AuthError              401: who is calling cannot be established
     │   ├── InvalidJWT
     │   └── UnknownInstallation
@@ -42,6 +43,7 @@ __all__ = [
     "IntegrationError",
     "InvalidJWT",
     "NotFound",
+    "QuotaExceeded",
     "RequestError",
     "ShuttingDown",
     "StoreUnavailable",
@@ -73,6 +75,13 @@ class HostNotAllowed(RequestError):
 
 class InstallRefused(RequestError):
     """An installation cannot go ahead."""
+
+
+class QuotaExceeded(RequestError):
+    """A storage write would take an integration's storage past ``ADDON_STORAGE_QUOTA``.
+
+    Its message is what the room is told, so it names the integration and the fix.
+    """
 
 
 class AuthError(AddonError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import json
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,7 @@ from addon.errors import (
     UpstreamError,
 )
 from addon.installations import Installation, InstallPayload, oauth_id_from
+from addon.jsonvalue import loads as load_json
 from addon.jwt_auth import check_webhook_claims, extract_jwt, verify_jwt
 
 if TYPE_CHECKING:
@@ -95,16 +95,13 @@ def _addon(request: Request) -> Addon:
 
 
 async def read_json(request: Request) -> Any:
-    """The request's JSON body; ``RequestError`` when it is too large or not JSON."""
+    """The request's JSON body; ``RequestError`` when it is too large, too deep or not JSON."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             raise RequestError(f"The request body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past Python's limit
-        raise RequestError("The request body is not valid JSON") from None
+    return load_json(body)  # nesting capped at MAX_DEPTH (64): deeper is a 400
 
 
 async def descriptor(request: Request) -> Response:
@@ -304,7 +301,8 @@ def _require_admin(request: Request) -> Addon:
 async def storage_export(request: Request) -> Response:
     """``GET /admin/storage``: every integration's storage as JSON."""
     addon = _require_admin(request)
-    return JSONResponse(await export_storage(addon.store, addon.keys))
+    text = await export_storage(addon.store, addon.keys)
+    return Response(text, media_type="application/json")
 
 
 async def storage_import(request: Request) -> Response:

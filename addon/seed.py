@@ -12,7 +12,9 @@ the same timeout and isolation as any handler. The arguments, passed positionall
 - ``all_tokens``: the static tokens of ``ADDON_TOKENS`` as a dict (``StaticTokens.as_dict``);
 - ``token``: the static token for (room, ``<stem>``), else the one named ``<stem>``, else the
   installation's add-on token;
-- ``storage``: a plain dict, loaded before and saved after each successful call (JSON values only);
+- ``storage``: a plain dict, this installation's storage of the script, loaded before and saved
+  after each successful call (JSON values only); calls of one script in one installation run one
+  at a time, so concurrent calls never lose an update;
 - ``log``: a logger.
 
 If the script returns a string, it is the reply (plain text); any other return value is ignored.
@@ -24,9 +26,9 @@ import dataclasses
 import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from addon.context import RoomMessage
+from addon.context import JSON, RoomMessage
 from addon.errors import ConfigError, IntegrationError
 from addon.integrations import Integration
 
@@ -43,7 +45,10 @@ __all__ = [
 ]
 
 SEED_ARITY = 6
-GLOBAL = "global"  # the storage owner of seed scripts: they predate installations
+# The storage owner of seed scripts before storage was per installation. Only ``storage export``
+# and ``storage migrate-global`` read it now.
+GLOBAL = "global"
+LOCK_MARGIN = 10.0  # seconds the storage lock outlives the command timeout
 _T = TypeVar("_T")
 
 
@@ -193,14 +198,51 @@ async def _run_seed(
         token = tokens.token_for(message.room.id, stem) or await runtime.addon_token(
             message.installation
         )
-    key = runtime.keys.storage(GLOBAL, stem)
-    storage = _load_storage(await runtime.store.get(key), stem) if arity >= 5 else {}
     notification = seed_notification(message.webhook)
-    arguments = (notification, message.args, tokens.as_dict(), token, storage, message.log)
-    result = await message.run_sync(script, *arguments[:arity])
-    if arity >= 5:
-        await runtime.store.put(key, json.dumps(storage, sort_keys=True))
+    arguments: tuple[object, ...] = (
+        notification,
+        message.args,
+        tokens.as_dict(),
+        token,
+        {},
+        message.log,
+    )
+    if arity < 5:
+        result = await message.run_sync(script, *arguments[:arity])
+    else:
+        result = await _run_with_storage(message, script, arguments[:arity])
     return result if isinstance(result, str) and result else None
+
+
+async def _run_with_storage(
+    message: RoomMessage, script: Callable[..., object], arguments: tuple[object, ...]
+) -> object:
+    """Load, call, save, all under the storage lock, so concurrent calls never lose an update.
+
+    The lock outlives the command timeout: a call that times out is cancelled, which releases
+    the lock (its thread may run on, but its dict is never saved), and a replica that dies
+    holding it keeps the others out for at most ``command_timeout + LOCK_MARGIN`` seconds.
+    """
+    storage = message.storage
+    timeout = message.runtime.settings.command_timeout
+    async with storage.locked(ttl=timeout + LOCK_MARGIN, wait=timeout):
+        data: dict[str, object] = dict(await storage.all())
+        before = {name: _encoded(value) for name, value in data.items()}
+        arguments = (*arguments[:4], data, *arguments[5:])
+        result = await message.run_sync(script, *arguments)
+        changed = {
+            str(name): cast("JSON", value)
+            for name, value in data.items()
+            if before.get(str(name)) != _encoded(value)
+        }
+        removed = [name for name in before if name not in data]
+        if changed or removed:
+            await storage.update(changed, removed=removed)
+    return result
+
+
+def _encoded(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def _arity(func: Callable[..., object], source: str) -> int:
@@ -220,13 +262,6 @@ def _arity(func: Callable[..., object], source: str) -> int:
             "[, all_tokens[, token, storage, log]]) positionally"
         )
     return min(len(positional), SEED_ARITY)
-
-
-def _load_storage(raw: str | None, stem: str) -> dict[str, object]:
-    data = {} if raw is None else json.loads(raw)
-    if not isinstance(data, dict):
-        raise ValueError(f"The storage of seed script {stem!r} is not a JSON object")
-    return data
 
 
 def _seed_room(room: Mapping[str, object]) -> SeedRoom:

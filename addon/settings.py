@@ -55,6 +55,7 @@ class Settings:
     shutdown_timeout: float = 10.0
     http_timeout: float = 10.0
     max_document_bytes: int = 256 * 1024
+    storage_quota: int = 1 << 20  # bytes of one integration's storage in one installation
     log_level: str = "INFO"
 
     @property
@@ -94,6 +95,9 @@ class Settings:
             http_timeout=_number(env, "ADDON_HTTP_TIMEOUT", float, defaults.http_timeout, 0.1, 25),
             max_document_bytes=_number(
                 env, "ADDON_MAX_DOCUMENT_BYTES", int, defaults.max_document_bytes, 1024, 16 << 20
+            ),
+            storage_quota=_number(
+                env, "ADDON_STORAGE_QUOTA", int, defaults.storage_quota, 1024, 1 << 30
             ),
             log_level=_choice(
                 env, "ADDON_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True

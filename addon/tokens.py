@@ -242,7 +242,14 @@ class TokenService:
         try:
             token = await self.grant(installation, form)
         except ClientGone:
-            await self.store.put(self.keys.client_gone(installation.oauth_id), "1", ttl=86400)
+            # Only while the installation exists: an uninstall (which HipChat's 401 often means)
+            # that finished meanwhile must not find this marker left behind.
+            await self.store.put_guarded(
+                self.keys.client_gone(installation.oauth_id),
+                "1",
+                guard=self.keys.installation(installation.oauth_id),
+                ttl=86400,
+            )
             raise
         if not token.scopes:
             token = dataclasses.replace(token, scopes=scopes)

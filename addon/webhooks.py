@@ -43,6 +43,7 @@ from addon.context import (
 from addon.errors import (
     AddonError,
     ApprovalRequired,
+    QuotaExceeded,
     RequestError,
     ShuttingDown,
     StoreUnavailable,
@@ -380,6 +381,8 @@ def _failure_text(label: str, exc: Exception) -> str:
         return f"{label} failed: HipChat could not be reached or refused; try again shortly"
     if isinstance(exc, StoreUnavailable):
         return f"{label} failed: the add-on's store is unavailable; try again shortly"
+    if isinstance(exc, QuotaExceeded):
+        return f"{label} failed: {exc}"  # written for the room: names no secret
     return f"{label} failed; the error is logged"
 
 

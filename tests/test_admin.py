@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -13,7 +14,8 @@ from starlette.applications import Starlette
 
 from addon.cli import main
 from addon.settings import Secret, Settings
-from addon.store import Store
+from addon.store import Keys, Store
+from addon.store.sqlite import SQLiteStore
 from addon.testing import FakeHipChat, Installed
 from tests.helpers import REPO, make_app
 
@@ -49,7 +51,7 @@ async def test_export_erase_import_round_trip(hipchat: FakeHipChat, room: Instal
 
     exported = (await room.addon.get("/admin/storage", headers=bearer())).json()
     assert exported["storage"][f"{room.oauth_id}/remember"] == {"color": "blue"}
-    assert exported["storage"]["global/ping"] == {"count": 1}
+    assert exported["storage"][f"{room.oauth_id}/ping"] == {"count": 1}  # per installation
 
     erased = await room.addon.delete("/admin/storage", headers=bearer())
     assert erased.json() == {"erased": 2}
@@ -153,3 +155,84 @@ def test_cli_storage_import_of_a_bad_file_exits_2(
     assert main(["storage", "import", str(source)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hipchat-addon: ") and "Traceback" not in err
+
+
+def _nested(depth: int) -> str:
+    """JSON text of a list nested ``depth`` levels deep (json.dumps cannot write it past ~900)."""
+    return "[" * depth + "0" + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [62, 964])
+async def test_an_import_nested_too_deep_is_refused(
+    hipchat: FakeHipChat, room: Installed, depth: int
+) -> None:
+    # {"storage": {"o/i": {"deep": value}}}: the value starts at level 4, so 62 makes 65 levels.
+    document = f'{{"storage": {{"{room.oauth_id}/remember": {{"deep": {_nested(depth)}}}}}}}'
+    response = await room.addon.put("/admin/storage", content=document, headers=bearer())
+    assert response.status_code == 400
+    assert "nests deeper than 64" in response.json()["error"]["message"]
+    assert (await room.addon.get("/admin/storage", headers=bearer())).json() == {"storage": {}}
+
+
+async def test_export_answers_whatever_is_stored(
+    hipchat: FakeHipChat, room: Installed, store: Store
+) -> None:
+    keys = Keys("io.hipchat-addon")
+    deep = f'{{"deep": {_nested(964)}}}'
+    await store.put(keys.legacy_storage("global", "old"), deep)  # written before the cap
+    await store.map_update(keys.storage(room.oauth_id, "kv"), {"deep": deep, "bad": "{not json"})
+    await hipchat.send_message(room, "/remember color blue")
+
+    response = await room.addon.get("/admin/storage", headers=bearer())
+
+    assert response.status_code == 200
+    # Too deep for Python to parse: fold the deep lists into 0 to read the rest.
+    assert response.text.count(_nested(964)) == 2
+    exported = json.loads(response.text.replace(_nested(964), "0"))
+    assert exported == {
+        "storage": {
+            "global/old": {"deep": 0},
+            f"{room.oauth_id}/kv": {"deep": {"deep": 0}},
+            f"{room.oauth_id}/remember": {"color": "blue"},
+        },
+        "unreadable": [f"{room.oauth_id}/kv/bad"],
+    }
+
+
+async def test_the_older_one_document_format_is_exported_and_replaced_by_an_import(
+    hipchat: FakeHipChat, room: Installed, store: Store
+) -> None:
+    keys = Keys("io.hipchat-addon")
+    await store.put(keys.legacy_storage(room.oauth_id, "remember"), '{"color": "red"}')
+    exported = (await room.addon.get("/admin/storage", headers=bearer())).json()
+    assert exported == {"storage": {f"{room.oauth_id}/remember": {"color": "red"}}}
+
+    document = {"storage": {f"{room.oauth_id}/remember": {"shape": "round"}}}
+    assert (await room.addon.put("/admin/storage", json=document, headers=bearer())).json() == {
+        "imported": 1
+    }
+    assert (await room.addon.get("/admin/storage", headers=bearer())).json() == document
+    await hipchat.send_message(room, "/recall color")
+    assert hipchat.notifications(room)[-1] == "Nothing under 'color'."
+
+
+def test_cli_migrate_global_moves_seed_storage_to_one_installation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ADDON_STORE_URL", f"sqlite:///{tmp_path / 'addon.db'}")
+    monkeypatch.setenv("ADDON_CAPABILITIES_PATH", str(REPO / "capabilities"))
+    document = {"storage": {"global/ping": {"count": 3}, "abc/remember": {"k": "v"}}}
+    (tmp_path / "in.json").write_text(json.dumps(document))
+    assert main(["storage", "import", str(tmp_path / "in.json")]) == 0
+
+    assert main(["storage", "migrate-global", "--to", "abc"]) == 2  # not installed
+    assert "No installation 'abc'" in capsys.readouterr().err
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'addon.db'}")
+    asyncio.run(store.put(Keys("io.hipchat-addon").installation("abc"), "{}"))
+    assert main(["storage", "migrate-global", "--to", "abc"]) == 0
+    assert main(["storage", "export", str(tmp_path / "out.json")]) == 0
+
+    assert "moved 1 global storage entries to abc" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out.json").read_text()) == {
+        "storage": {"abc/ping": {"count": 3}, "abc/remember": {"k": "v"}}
+    }

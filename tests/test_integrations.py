@@ -15,7 +15,7 @@ from addon.errors import IntegrationError
 from addon.integrations import Integration, check_unique, help_integration, load_integrations
 from addon.store import Store
 from addon.webhooks import Dispatcher
-from tests.test_webhooks import RecordingRuntime, dispatch, message, text
+from tests.test_webhooks import RecordingRuntime, dispatch, installed, message, text
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "integrations"
 
@@ -285,7 +285,8 @@ async def test_help_lists_every_command_with_usage_and_help(store: Store) -> Non
 
 @pytest.mark.anyio
 async def test_the_examples_work(store: Store) -> None:
-    dispatcher = Dispatcher(load_integrations(EXAMPLES), RecordingRuntime(store))
+    runtime = await installed(RecordingRuntime(store))  # storage is written only while installed
+    dispatcher = Dispatcher(load_integrations(EXAMPLES), runtime)
     assert await dispatch(dispatcher, message("/echo  <b>hi</b> there")) == text("<b>hi</b> there")
     assert await dispatch(dispatcher, message("/remember colour blue-green")) == text(
         "Remembered colour."

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from addon.errors import ConfigError, StoreUnavailable
-from addon.store import Store, lock, open_store
+from addon.store import MapUpdate, Outcome, Store, lock, open_store
 from addon.store.redis import RedisStore
 from addon.store.sqlite import SQLiteStore
 from tests.conftest import FakeClock
@@ -207,6 +207,83 @@ async def test_values_survive_closing_and_reopening(store: Store, reopen_store: 
     assert await again.members("installations") == {"abc"}
 
 
+async def test_put_guarded_writes_only_while_the_guard_exists(store: Store) -> None:
+    assert await store.put_guarded("marker", "1", guard="installation", ttl=60) is False
+    assert await store.get("marker") is None
+    await store.put("installation", "{}")
+    assert await store.put_guarded("marker", "1", guard="installation", ttl=60) is True
+    assert await store.get("marker") == "1"
+    ttl = await store.ttl("marker")
+    assert ttl is not None and 0 < ttl <= 60
+
+
+async def test_a_map_keeps_one_field_per_name(store: Store) -> None:
+    assert await store.map_all("m") == {}
+    assert await store.map_get("m", "a") is None
+    written = await store.map_update("m", {"a": "1", "bé": '"x"'})
+    assert written == MapUpdate(Outcome.WRITTEN, size=len("a1") + len('bé"x"'.encode()))
+    assert await store.map_get("m", "a") == "1"
+    assert await store.map_all("m") == {"a": "1", "bé": '"x"'}
+    assert await store.scan("m") == ["m"]
+    # Overwriting counts the new value only; deleting says how many names existed.
+    assert (await store.map_update("m", {"a": "22"})).size == len("a22") + len('bé"x"'.encode())
+    removed = await store.map_update("m", {"a": None, "missing": None})
+    assert (removed.removed, removed.size) == (1, len('bé"x"'.encode()))
+    # An emptied map is gone, like an empty Redis hash.
+    assert (await store.map_update("m", {"bé": None})).size == 0
+    assert await store.scan("") == []
+
+
+async def test_map_names_are_any_string(store: Store) -> None:
+    names = {"": "0", "#size": "1", "=x": "2", "a:b": "3", "*": "4"}
+    await store.map_update("m", names)
+    assert await store.map_all("m") == names
+    assert await store.map_get("m", "#size") == "1"
+
+
+async def test_map_update_refuses_growth_past_the_quota(store: Store) -> None:
+    assert (await store.map_update("m", {"a": "x" * 9}, quota=10)).size == 10
+    refused = await store.map_update("m", {"b": "y"}, quota=10)
+    assert refused == MapUpdate(Outcome.OVER_QUOTA, size=10)
+    assert await store.map_all("m") == {"a": "x" * 9}
+    # Shrinking (or a same-size write) is allowed even when over the quota already.
+    assert (await store.map_update("m", {"a": "x" * 5}, quota=4)).outcome is Outcome.WRITTEN
+    # Another map has its own count.
+    assert (await store.map_update("other", {"b": "y" * 9}, quota=10)).outcome is Outcome.WRITTEN
+
+
+async def test_map_update_writes_nothing_without_its_guard(store: Store) -> None:
+    refused = await store.map_update("m", {"a": "1"}, guard="installation")
+    assert refused.outcome is Outcome.NO_GUARD
+    assert await store.scan("") == []
+    await store.put("installation", "{}")
+    assert (await store.map_update("m", {"a": "1"}, guard="installation")).outcome is (
+        Outcome.WRITTEN
+    )
+
+
+async def test_map_update_can_replace_the_whole_map(store: Store) -> None:
+    await store.map_update("m", {"a": "1", "b": "2"})
+    replaced = await store.map_update("m", {"c": "3"}, replace=True)
+    assert (replaced.outcome, replaced.size) == (Outcome.WRITTEN, 2)
+    assert await store.map_all("m") == {"c": "3"}
+
+
+async def test_maps_are_deleted_and_scanned_like_keys(store: Store) -> None:
+    await store.map_update("app:m", {"a": "1"})
+    await store.put("app:k", "v")
+    assert await store.scan("app:") == ["app:k", "app:m"]
+    assert await store.delete("app:m", "app:k") == 2
+    assert await store.map_all("app:m") == {}
+    assert (await store.map_update("app:m", {"a": "1"}, quota=2)).size == 2  # size restarted
+
+
+async def test_concurrent_map_updates_keep_the_size_exact(store: Store) -> None:
+    await asyncio.gather(*(store.map_update("m", {f"n{i}": "v" * i}) for i in range(40)))
+    expected = sum(len(f"n{i}") + i for i in range(40))
+    assert (await store.map_update("m", {}, quota=expected)).size == expected
+
+
 async def test_ping_answers(store: Store) -> None:
     await store.ping()
 
@@ -226,6 +303,10 @@ CALLS: list[tuple[str, Callable[[Store], Awaitable[object]]]] = [
     ("remove_member", lambda s: s.remove_member("k", "m")),
     ("members", lambda s: s.members("k")),
     ("scan", lambda s: s.scan("k")),
+    ("put_guarded", lambda s: s.put_guarded("k", "v", guard="g")),
+    ("map_get", lambda s: s.map_get("k", "f")),
+    ("map_all", lambda s: s.map_all("k")),
+    ("map_update", lambda s: s.map_update("k", {"f": "v"}, guard="g", quota=10)),
     ("ping", lambda s: s.ping()),
 ]
 

@@ -175,11 +175,27 @@ async def test_a_401_from_the_token_endpoint_marks_the_client_gone(
     store: Store, fake: FakeHipChat, clock: FakeClock
 ) -> None:
     installation = installation_at(fake)
+    await store.put(KEYS.installation(installation.oauth_id), "{}")
     fake.revoke(installation.oauth_id)
     async with token_service(store, fake.transport(), clock) as tokens:
         with pytest.raises(ClientGone, match="uninstalled"):
             await tokens.addon_token(installation)
-    assert await store_snapshot(store) == {KEYS.client_gone(installation.oauth_id): "1"}
+    assert await store_snapshot(store) == {
+        KEYS.installation(installation.oauth_id): "{}",
+        KEYS.client_gone(installation.oauth_id): "1",
+    }
+
+
+async def test_no_client_gone_marker_is_left_for_an_installation_already_removed(
+    store: Store, fake: FakeHipChat, clock: FakeClock
+) -> None:
+    # A command still running when the uninstall removed everything must not leave a marker.
+    installation = installation_at(fake)
+    fake.revoke(installation.oauth_id)
+    async with token_service(store, fake.transport(), clock) as tokens:
+        with pytest.raises(ClientGone):
+            await tokens.addon_token(installation)
+    assert await store_snapshot(store) == {}
 
 
 async def test_sealed_tokens_never_reach_the_store_in_clear(

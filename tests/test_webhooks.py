@@ -16,6 +16,7 @@ from addon.errors import ApprovalRequired, HipChatAPIError, RequestError, Shutti
 from addon.events import parse_webhook
 from addon.installations import Installation
 from addon.integrations import Integration
+from addon.seal import Sealer
 from addon.settings import Secret, Settings
 from addon.store import Keys, Store
 from addon.webhooks import Dispatcher
@@ -73,6 +74,14 @@ def installation(room_id: int | None = None, oauth_id: str = "oauth-1") -> Insta
         scopes=("send_notification",),
         installed_at=0.0,
     )
+
+
+async def installed(runtime: RecordingRuntime, *oauth_ids: str) -> RecordingRuntime:
+    """``runtime`` with ``oauth_ids`` (default ``oauth-1``) stored: storage writes need that."""
+    for oauth_id in oauth_ids or ("oauth-1",):
+        record = installation(oauth_id=oauth_id).to_record(Sealer(None))
+        await runtime.store.put(runtime.keys.installation(oauth_id), record)
+    return runtime
 
 
 def message(text: str, *, message_id: str | None = None, room: int = ROOM) -> dict[str, object]:
@@ -408,7 +417,8 @@ async def test_storage_persists_across_dispatchers_on_one_store(store: Store) ->
         stored = await message.storage.get(key, "nothing")
         return str(stored)
 
-    assert await dispatch(Dispatcher([integration], RecordingRuntime(store)), message("/note a 1"))
+    runtime = await installed(RecordingRuntime(store), "oauth-1", "oauth-2")
+    assert await dispatch(Dispatcher([integration], runtime), message("/note a 1"))
     reply = await dispatch(Dispatcher([integration], RecordingRuntime(store)), message("/note a"))
     assert reply == text("1")
     other_installation = await Dispatcher([integration], RecordingRuntime(store)).handle(
@@ -430,7 +440,9 @@ async def test_storage_operations(store: Store) -> None:
         results.extend([await storage.all(), await storage.delete("a"), await storage.delete("a")])
         results.append(await storage.all())
 
-    await dispatch(Dispatcher([integration], RecordingRuntime(store)), message("/kv"))
+    await dispatch(
+        Dispatcher([integration], await installed(RecordingRuntime(store))), message("/kv")
+    )
     assert results == [{"a": {"n": [1, 2]}, "b": True}, True, False, {"b": True}]
 
 
@@ -517,7 +529,7 @@ async def test_a_room_that_cannot_be_told_is_only_logged(
 @pytest.mark.anyio
 async def test_storage_that_is_not_an_object_fails_the_handler(store: Store) -> None:
     runtime = RecordingRuntime(store)
-    await store.put(runtime.keys.storage("oauth-1", "kv"), "[1, 2]")
+    await store.put(runtime.keys.legacy_storage("oauth-1", "kv"), "[1, 2]")
     integration = Integration("kv")
 
     @integration.command("kv")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from addon.store.base import Store, lock
+from addon.store.base import MapUpdate, Outcome, Store, lock
 from addon.store.keys import Keys
 
-__all__ = ["Keys", "Store", "lock", "open_store"]
+__all__ = ["Keys", "MapUpdate", "Outcome", "Store", "lock", "open_store"]
 
 
 def open_store(url: str) -> Store:

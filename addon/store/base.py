@@ -7,12 +7,34 @@ when the backend cannot be reached, and nothing else for operational failures.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import enum
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-__all__ = ["Store", "lock"]
+__all__ = ["MapUpdate", "Outcome", "Store", "lock"]
+
+
+class Outcome(enum.Enum):
+    """What ``Store.map_update`` did."""
+
+    WRITTEN = "written"
+    NO_GUARD = "no-guard"  # the guard key does not exist (e.g. the installation is gone)
+    OVER_QUOTA = "over-quota"  # the map would grow past the quota
+
+
+@dataclasses.dataclass(frozen=True)
+class MapUpdate:
+    """The result of ``Store.map_update``: the outcome, the map's size after it, fields removed.
+
+    ``size`` is the UTF-8 bytes of every field name plus value (the size before, when refused).
+    """
+
+    outcome: Outcome
+    size: int
+    removed: int = 0
 
 
 class Store(Protocol):
@@ -65,6 +87,37 @@ class Store(Protocol):
 
     async def members(self, key: str) -> set[str]:
         """Every member of the set at ``key``."""
+        ...
+
+    async def put_guarded(
+        self, key: str, value: str, *, guard: str, ttl: float | None = None
+    ) -> bool:
+        """Store ``value`` only while ``guard`` exists, atomically; True when it was stored."""
+        ...
+
+    async def map_get(self, key: str, field: str) -> str | None:
+        """The value of ``field`` in the map at ``key``, or None."""
+        ...
+
+    async def map_all(self, key: str) -> dict[str, str]:
+        """Every field and value of the map at ``key`` (empty when there is none)."""
+        ...
+
+    async def map_update(
+        self,
+        key: str,
+        changes: Mapping[str, str | None],
+        *,
+        guard: str | None = None,
+        quota: int | None = None,
+        replace: bool = False,
+    ) -> MapUpdate:
+        """Set fields (None deletes one) in the map at ``key``, atomically, and keep its size.
+
+        Nothing is written when ``guard`` is given and does not exist, or when the map would end
+        larger than ``quota`` bytes and larger than it was (shrinking is always allowed).
+        ``replace`` drops every field not in ``changes`` first. An emptied map is deleted.
+        """
         ...
 
     async def scan(self, prefix: str) -> list[str]:

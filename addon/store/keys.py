@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["Keys"]
+__all__ = ["STORAGE_MAP_SUFFIX", "Keys"]
+
+STORAGE_MAP_SUFFIX = ":fields"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +48,14 @@ class Keys:
         return f"{self.prefix}:seen:{oauth_id}:{message_id}"
 
     def storage(self, owner: str, integration: str) -> str:
-        """``owner`` is an oauth_id, or ``"global"`` for storage shared by every installation."""
+        """An integration's storage: a map, one field per name (``owner`` is an oauth_id)."""
+        return f"{self.prefix}:storage:{owner}:{integration}{STORAGE_MAP_SUFFIX}"
+
+    def legacy_storage(self, owner: str, integration: str) -> str:
+        """The older format: the whole storage as one JSON document (``owner`` may be "global").
+
+        Still read; the first write moves it into ``storage`` and deletes it.
+        """
         return f"{self.prefix}:storage:{owner}:{integration}"
 
     def storage_lock(self, owner: str, integration: str) -> str:

@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from addon.errors import ConfigError, StoreUnavailable
+from addon.store.base import MapUpdate, Outcome
 
 __all__ = ["RedisStore"]
 
@@ -38,6 +39,60 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# SET only while the guard key exists (a late write for an installation that is gone fails).
+_PUT_GUARDED = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+    return 0
+end
+if ARGV[2] == '' then
+    redis.call('SET', KEYS[1], ARGV[1])
+else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+# A map is a hash whose fields are "=" + name, plus "#size": the bytes of every name and value,
+# kept with each write so that the quota costs no read of the other values (HSTRLEN of the old
+# value only). ARGV: has_guard, quota (-1: none), replace, then (op, name, value) triples.
+_MAP_UPDATE = """
+local map = KEYS[1]
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
+    return {'no-guard', 0, 0}
+end
+local before = tonumber(redis.call('HGET', map, '#size') or '0')
+local replace = ARGV[3] == '1'
+local size = before
+if replace then size = 0 end
+local removed = 0
+for i = 4, #ARGV, 3 do
+    local op, name, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    if not replace and redis.call('HEXISTS', map, '=' .. name) == 1 then
+        size = size - #name - redis.call('HSTRLEN', map, '=' .. name)
+        if op == 'd' then removed = removed + 1 end
+    end
+    if op == 's' then size = size + #name + #value end
+end
+local quota = tonumber(ARGV[2])
+if quota >= 0 and size > quota and size > before then
+    return {'over-quota', before, 0}
+end
+if replace then redis.call('DEL', map) end
+for i = 4, #ARGV, 3 do
+    if ARGV[i] == 's' then
+        redis.call('HSET', map, '=' .. ARGV[i + 1], ARGV[i + 2])
+    else
+        redis.call('HDEL', map, '=' .. ARGV[i + 1])
+    end
+end
+redis.call('HSET', map, '#size', size)
+if redis.call('HLEN', map) <= 1 then
+    redis.call('DEL', map)
+    size = 0
+end
+return {'written', size, removed}
+"""
+_FIELD = "="  # prefix of a name's field in a map's hash; "#size" is the only other field
+_SIZE = "#size"
 _GLOB_CHARS = re.compile(r"([*?\[\]\\])")
 _PASSWORD_PARAM = re.compile(r"(^|&)(password=)[^&]*", re.IGNORECASE)
 
@@ -66,6 +121,8 @@ class RedisStore:
                 f"Redis URL {self.url!r} is malformed; expected redis://[:password@]host:port/db"
             ) from None
         self._delete_if_equal = self._redis.register_script(_DELETE_IF_EQUAL)
+        self._put_guarded = self._redis.register_script(_PUT_GUARDED)
+        self._map_update = self._redis.register_script(_MAP_UPDATE)
         self._where = _where(self._redis.connection_pool.connection_kwargs)
 
     def __repr__(self) -> str:
@@ -137,6 +194,50 @@ class RedisStore:
         with self._unavailable():
             found = await self._redis.smembers(self.namespace + key)
         return {str(member) for member in found}
+
+    async def put_guarded(
+        self, key: str, value: str, *, guard: str, ttl: float | None = None
+    ) -> bool:
+        """Store ``value`` only while ``guard`` exists, atomically; True when it was stored."""
+        px = _milliseconds(ttl)
+        keys = [self.namespace + key, self.namespace + guard]
+        with self._unavailable():
+            stored = await self._put_guarded(keys=keys, args=[value, "" if px is None else px])
+        return bool(stored)
+
+    async def map_get(self, key: str, field: str) -> str | None:
+        """The value of ``field`` in the map at ``key``, or None."""
+        with self._unavailable():
+            return _text(await self._redis.hget(self.namespace + key, _FIELD + field))
+
+    async def map_all(self, key: str) -> dict[str, str]:
+        """Every field and value of the map at ``key`` (empty when there is none)."""
+        with self._unavailable():
+            found = await self._redis.hgetall(self.namespace + key)
+        return {
+            str(name)[len(_FIELD) :]: str(value)
+            for name, value in found.items()
+            if str(name).startswith(_FIELD)
+        }
+
+    async def map_update(
+        self,
+        key: str,
+        changes: Mapping[str, str | None],
+        *,
+        guard: str | None = None,
+        quota: int | None = None,
+        replace: bool = False,
+    ) -> MapUpdate:
+        """Set fields (None deletes one) in the map at ``key``, atomically, and keep its size."""
+        keys = [self.namespace + key, self.namespace + (guard or key)]
+        args: list[str | int] = ["0" if guard is None else "1", -1 if quota is None else quota]
+        args.append("1" if replace else "0")
+        for name, value in changes.items():
+            args += ["d", name, ""] if value is None else ["s", name, value]
+        with self._unavailable():
+            outcome, size, removed = await self._map_update(keys=keys, args=args)
+        return MapUpdate(Outcome(_text(outcome)), int(size), int(removed))
 
     async def scan(self, prefix: str) -> list[str]:
         """Every key that starts with ``prefix``, literally (glob characters are escaped)."""

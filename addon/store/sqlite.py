@@ -9,11 +9,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from addon.errors import ConfigError, StoreUnavailable
+from addon.store.base import MapUpdate, Outcome
 
 __all__ = ["SQLiteStore"]
 
@@ -21,6 +22,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
 CREATE TABLE IF NOT EXISTS members (key TEXT, member TEXT, PRIMARY KEY (key, member));
 CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS maps (key TEXT PRIMARY KEY, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS map_fields (
+    key TEXT, field TEXT, value TEXT NOT NULL, PRIMARY KEY (key, field)
+);
 """
 # Appended to every read of kv: an expired row is invisible long before it is purged.
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
@@ -108,7 +113,9 @@ class SQLiteStore:
             for name in dict.fromkeys(self.namespace + key for key in keys):
                 live = db.execute(f"DELETE FROM kv WHERE key = ? AND {_LIVE}", (name, now))
                 members = db.execute("DELETE FROM members WHERE key = ?", (name,))
-                if live.rowcount > 0 or members.rowcount > 0:
+                mapped = db.execute("DELETE FROM maps WHERE key = ?", (name,))
+                db.execute("DELETE FROM map_fields WHERE key = ?", (name,))
+                if live.rowcount > 0 or members.rowcount > 0 or mapped.rowcount > 0:
                     count += 1
         return count
 
@@ -148,6 +155,57 @@ class SQLiteStore:
             rows = db.execute("SELECT member FROM members WHERE key = ?", (self.namespace + key,))
             return {str(member) for (member,) in rows}
 
+    async def put_guarded(
+        self, key: str, value: str, *, guard: str, ttl: float | None = None
+    ) -> bool:
+        """Store ``value`` only while ``guard`` exists, atomically; True when it was stored."""
+        now = self._now()
+        expires_at = _expires_at(now, ttl)
+        with self._transaction() as db:
+            if not _exists(db, self.namespace + guard, now):
+                return False
+            _write(db, self.namespace + key, value, expires_at)
+        return True
+
+    async def map_get(self, key: str, field: str) -> str | None:
+        """The value of ``field`` in the map at ``key``, or None."""
+        sql = "SELECT value FROM map_fields WHERE key = ? AND field = ?"
+        with self._connection() as db:
+            row = db.execute(sql, (self.namespace + key, field)).fetchone()
+        return None if row is None else str(row[0])
+
+    async def map_all(self, key: str) -> dict[str, str]:
+        """Every field and value of the map at ``key`` (empty when there is none)."""
+        sql = "SELECT field, value FROM map_fields WHERE key = ?"
+        with self._connection() as db:
+            return {str(f): str(v) for f, v in db.execute(sql, (self.namespace + key,))}
+
+    async def map_update(
+        self,
+        key: str,
+        changes: Mapping[str, str | None],
+        *,
+        guard: str | None = None,
+        quota: int | None = None,
+        replace: bool = False,
+    ) -> MapUpdate:
+        """Set fields (None deletes one) in the map at ``key``, atomically, and keep its size."""
+        name, now = self.namespace + key, self._now()
+        with self._transaction() as db:
+            if guard is not None and not _exists(db, self.namespace + guard, now):
+                return MapUpdate(Outcome.NO_GUARD, 0)
+            row = db.execute("SELECT size FROM maps WHERE key = ?", (name,)).fetchone()
+            before = 0 if row is None else int(row[0])
+            size, removed = _size_after(db, name, changes, before=before, replace=replace)
+            if quota is not None and size > quota and size > before:
+                return MapUpdate(Outcome.OVER_QUOTA, before)
+            _apply(db, name, changes, replace=replace)
+            if db.execute("SELECT 1 FROM map_fields WHERE key = ?", (name,)).fetchone() is None:
+                db.execute("DELETE FROM maps WHERE key = ?", (name,))
+                return MapUpdate(Outcome.WRITTEN, 0, removed)
+            db.execute("INSERT OR REPLACE INTO maps (key, size) VALUES (?, ?)", (name, size))
+        return MapUpdate(Outcome.WRITTEN, size, removed)
+
     async def scan(self, prefix: str) -> list[str]:
         """Every key (plain or set) that starts with ``prefix``, literally."""
         # A range on the primary key instead of LIKE, which would read "%" and "_" as wildcards.
@@ -157,11 +215,12 @@ class SQLiteStore:
         bounds = (low,) if high is None else (low, high)
         sql = (
             f"SELECT key FROM kv WHERE {where} AND {_LIVE} "
-            f"UNION SELECT key FROM members WHERE {where}"
+            f"UNION SELECT key FROM members WHERE {where} "
+            f"UNION SELECT key FROM maps WHERE {where}"
         )
         cut = len(self.namespace)
         with self._connection() as db:
-            rows = db.execute(sql, (*bounds, self._now(), *bounds))
+            rows = db.execute(sql, (*bounds, self._now(), *bounds, *bounds))
             return sorted(str(name)[cut:] for (name,) in rows)
 
     async def ping(self) -> None:
@@ -244,6 +303,53 @@ def _open(path: Path) -> sqlite3.Connection:
 def _live_value(db: sqlite3.Connection, name: str, now: float) -> str | None:
     row = db.execute(f"SELECT value FROM kv WHERE key = ? AND {_LIVE}", (name, now)).fetchone()
     return None if row is None else str(row[0])
+
+
+def _exists(db: sqlite3.Connection, name: str, now: float) -> bool:
+    """True when ``name`` is a live plain key, a set or a map (Redis EXISTS)."""
+    if _live_value(db, name, now) is not None:
+        return True
+    sql = "SELECT 1 FROM members WHERE key = ? UNION ALL SELECT 1 FROM maps WHERE key = ?"
+    return db.execute(sql, (name, name)).fetchone() is not None
+
+
+def _size_after(
+    db: sqlite3.Connection,
+    name: str,
+    changes: Mapping[str, str | None],
+    *,
+    before: int,
+    replace: bool,
+) -> tuple[int, int]:
+    """The map's size once ``changes`` are applied, and how many fields they delete."""
+    size, removed = (0 if replace else before), 0
+    for field, value in changes.items():
+        if not replace:
+            sql = "SELECT value FROM map_fields WHERE key = ? AND field = ?"
+            old = db.execute(sql, (name, field)).fetchone()
+            if old is not None:
+                size -= _bytes(field) + _bytes(str(old[0]))
+                removed += value is None
+        if value is not None:
+            size += _bytes(field) + _bytes(value)
+    return size, removed
+
+
+def _apply(
+    db: sqlite3.Connection, name: str, changes: Mapping[str, str | None], *, replace: bool
+) -> None:
+    if replace:
+        db.execute("DELETE FROM map_fields WHERE key = ?", (name,))
+    for field, value in changes.items():
+        if value is None:
+            db.execute("DELETE FROM map_fields WHERE key = ? AND field = ?", (name, field))
+        else:
+            sql = "INSERT OR REPLACE INTO map_fields (key, field, value) VALUES (?, ?, ?)"
+            db.execute(sql, (name, field, value))
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _write(db: sqlite3.Connection, name: str, value: str, expires_at: float | None) -> None:
