@@ -42,6 +42,10 @@ class Keys:
     def seen_message(self, oauth_id: str, message_id: str) -> str:
         return f"{self.prefix}:seen:{oauth_id}:{message_id}"
 
+    def jwt_id(self, oauth_id: str, jti: str) -> str:
+        """A signed request's ``jti``, remembered until its ``exp`` so it is accepted once."""
+        return f"{self.prefix}:jti:{oauth_id}:{jti}"
+
     def storage(self, owner: str, integration: str) -> str:
         """``owner`` is an oauth_id, or ``"global"`` for storage shared by every installation."""
         return f"{self.prefix}:storage:{owner}:{integration}"
@@ -65,6 +69,7 @@ class Keys:
             f"{p}:user-token:{oauth_id}:",
             f"{p}:oauth-state:{oauth_id}~",
             f"{p}:seen:{oauth_id}:",
+            f"{p}:jti:{oauth_id}:",
             f"{p}:storage:{oauth_id}:",
         ]
         return exact, prefixes
