@@ -8,7 +8,9 @@ must react, and ``routes.py`` maps each group to one HTTP status in a single tab
     ├── IntegrationError       an integration author's bug, raised when integrations load
     ├── RequestError           400: the caller sent something we refuse
     │   ├── HostNotAllowed     a URL HipChat handed us points off the allow-list
-    │   └── InstallRefused     the install cannot go ahead (links.self, allowRoom, credentials...)
+    │   ├── InstallRefused     the install cannot go ahead (links.self, allowRoom, credentials...)
+    │   ├── BodyTooLarge       413: the request body is over its cap
+    │   └── BodyTimeout        408: the request body did not arrive in time
     ├── AuthError              401: who is calling cannot be established
     │   ├── InvalidJWT
     │   └── UnknownInstallation
@@ -31,6 +33,8 @@ __all__ = [
     "AddonError",
     "ApprovalRequired",
     "AuthError",
+    "BodyTimeout",
+    "BodyTooLarge",
     "ClientGone",
     "ConfigError",
     "Forbidden",
@@ -71,6 +75,14 @@ class HostNotAllowed(RequestError):
 
 class InstallRefused(RequestError):
     """An installation cannot go ahead."""
+
+
+class BodyTooLarge(RequestError):
+    """A request body is larger than its endpoint accepts (413); refused while it streams."""
+
+
+class BodyTimeout(RequestError):
+    """A request body did not arrive within the read timeout (408)."""
 
 
 class AuthError(AddonError):
