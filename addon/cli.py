@@ -159,6 +159,7 @@ def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) ->
 
     from addon.app import build_addon_descriptor
     from addon.logs import configure_logging
+    from addon.server import uvicorn_options
 
     build_addon_descriptor(settings)  # fail before binding when the descriptor is broken
     configure_logging(settings.log_level, logfile=args.logfile)
@@ -173,5 +174,6 @@ def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) ->
         log_config=None,
         proxy_headers=True,
         timeout_graceful_shutdown=int(settings.shutdown_timeout) + 1,
+        **uvicorn_options(settings),
     )
     return 0

@@ -9,7 +9,9 @@ must react, and ``routes.py`` maps each group to one HTTP status in a single tab
     ├── RequestError           400: the caller sent something we refuse
     │   ├── HostNotAllowed     a URL HipChat handed us points off the allow-list
     │   ├── InstallRefused     the install cannot go ahead (links.self, allowRoom, credentials...)
-    │   └── QuotaExceeded      a storage write would take an integration past its quota
+    │   ├── QuotaExceeded      a storage write would take an integration past its quota
+    │   ├── BodyTooLarge       413: the request body is over its cap
+    │   └── BodyTimeout        408: the request body did not arrive in time
     ├── AuthError              401: who is calling cannot be established
     │   ├── InvalidJWT
     │   └── UnknownInstallation
@@ -33,6 +35,8 @@ __all__ = [
     "AddonError",
     "ApprovalRequired",
     "AuthError",
+    "BodyTimeout",
+    "BodyTooLarge",
     "ClientGone",
     "ConfigError",
     "Conflict",
@@ -82,6 +86,14 @@ class QuotaExceeded(RequestError):
 
     Its message is what the room is told, so it names the integration and the fix.
     """
+
+
+class BodyTooLarge(RequestError):
+    """A request body is larger than its endpoint accepts (413); refused while it streams."""
+
+
+class BodyTimeout(RequestError):
+    """A request body did not arrive within the read timeout (408)."""
 
 
 class AuthError(AddonError):

@@ -42,7 +42,7 @@ def parse_webhook(body: object) -> Webhook:
     client_id = body.get("oauth_client_id")
     return Webhook(
         event=str(body["event"]),
-        room=_room(item, body),
+        room=_room(item),
         sender=_sender(item),
         text=text if isinstance(text, str) else "",
         message_id=_id(message.get("id")),
@@ -53,9 +53,11 @@ def parse_webhook(body: object) -> Webhook:
     )
 
 
-def _room(item: Mapping[str, object], body: Mapping[str, object]) -> Room | None:
+def _room(item: Mapping[str, object]) -> Room | None:
+    # item.room.id only: it is the id the JWT check compares (no roomId fallback), so a reply can
+    # never go to a room other than the one that was checked.
     room = _mapping(item.get("room"))
-    room_id = _int(room.get("id", body.get("roomId", item.get("roomId"))))
+    room_id = _int(room.get("id"))
     if room_id is None:
         return None
     name = room.get("name")

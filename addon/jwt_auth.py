@@ -17,15 +17,29 @@ from typing import TYPE_CHECKING, Protocol
 
 import jwt
 
-from addon.errors import InvalidJWT, UnknownInstallation
+from addon.errors import InvalidJWT, RequestError, UnknownInstallation
 
 if TYPE_CHECKING:
     from jwt.types import Options
 
-__all__ = ["Claims", "check_webhook_claims", "extract_jwt", "sign_jwt", "verify_jwt"]
+__all__ = [
+    "MAX_LIFETIME",
+    "Claims",
+    "check_webhook_claims",
+    "extract_jwt",
+    "sign_jwt",
+    "verify_jwt",
+]
 
 ALGORITHM = "HS256"
+# HipChat always sends sub and jti too (protocol reference §5.1): ``_claims`` requires them (``sub``
+# may come as ``prn``), since a token without them cannot name a sender nor be accepted only once.
 _REQUIRED = ["iss", "iat", "exp"]
+MAX_LIFETIME = (
+    3600.0  # HipChat's tokens are short-lived: exp - iat beyond 1 h (+ leeway) is refused
+)
+_MAX_JTI = 128
+_MAX_TIME = 2**53  # an int JSON gives us; beyond this a float comparison is no longer exact
 _MAX_ISSUER = 128  # an oauth_id is at most 128 characters (installations.oauth_id_from)
 # Times are checked against the injected ``now``, so PyJWT's own clock checks are off. ``sub`` may
 # be an int on HipChat, which defines no ``aud`` (docs/protocol.md, JWT from HipChat): PyJWT's
@@ -46,12 +60,12 @@ class Claims:
     """The verified claims of a HipChat JWT (``sub`` accepts ``prn`` as an alias)."""
 
     iss: str
-    sub: str | None
+    sub: str
     iat: float
     exp: float
+    jti: str
     room_id: int | None = None
     user_tz: str | None = None
-    jti: str | None = None
 
 
 class RoomScoped(Protocol):
@@ -103,14 +117,21 @@ async def verify_jwt(
 def check_webhook_claims(
     claims: Claims, body: Mapping[str, object], installation: RoomScoped
 ) -> None:
-    """Refuse a webhook whose body names another client, sender or room than its JWT."""
+    """Refuse a webhook whose body names another client, sender or room than its JWT.
+
+    Another client or room is an ``InvalidJWT`` (the token was not made for this body); another
+    sender is a ``RequestError``: the sender is the JWT's ``sub``, and a body without one takes it.
+    """
     client_id = body.get("oauth_client_id")
     if client_id is not None and client_id != claims.iss:
         raise InvalidJWT(f"The webhook's oauth_client_id is not the JWT issuer {claims.iss!r}")
     item = _mapping(body.get("item"))
     sender = _body_id(_sender(item).get("id"), "sender id", claims.iss)
-    if sender is not None and claims.sub is not None and sender != claims.sub:
-        raise InvalidJWT(f"The webhook's sender is not the JWT subject (from {claims.iss!r})")
+    if sender is not None and sender != claims.sub:
+        raise RequestError(
+            f"The webhook's sender {sender[:32]!r} is not the JWT's sub {claims.sub[:32]!r}; "
+            "send the message as the user who signed it"
+        )
     room = _body_id(_mapping(item.get("room")).get("id"), "room id", claims.iss)
     context_room = _id(claims.room_id)
     if room is not None and context_room is not None and room != context_room:
@@ -134,7 +155,10 @@ def sign_jwt(
     lifetime: float = 300,
     extra: Mapping[str, object] | None = None,
 ) -> str:
-    """A JWT as HipChat signs it (HS256 with the ``oauthSecret``), for the fake and for tests."""
+    """A JWT as HipChat signs it (HS256 with the ``oauthSecret``), for the fake and for tests.
+
+    Every call makes a fresh random ``jti``: a signed request is accepted once.
+    """
     claims: dict[str, object] = {
         "iss": oauth_id,
         "iat": int(now),
@@ -187,41 +211,54 @@ def _unverified_issuer(token: str) -> str:
 
 
 def _check_times(payload: Mapping[str, object], issuer: str, *, now: float, leeway: float) -> None:
-    if _number(payload, "exp", issuer) <= now - leeway:
+    expires, issued = _time(payload, "exp", issuer), _time(payload, "iat", issuer)
+    if expires <= now - leeway:
         raise InvalidJWT(f"The JWT from {issuer!r} has expired; sign a fresh one")
-    if _number(payload, "iat", issuer) > now + leeway:
+    if issued > now + leeway:
         raise InvalidJWT(f"The JWT from {issuer!r} is issued in the future; check the clocks")
-    if "nbf" in payload and _number(payload, "nbf", issuer) > now + leeway:
+    if expires - issued > MAX_LIFETIME + leeway:
+        raise InvalidJWT(
+            f"The JWT from {issuer!r} is valid for more than {MAX_LIFETIME:g} s (exp - iat); "
+            "sign one that expires sooner"
+        )
+    if "nbf" in payload and _time(payload, "nbf", issuer) > now + leeway:
         raise InvalidJWT(f"The JWT from {issuer!r} is not valid yet (nbf)")
 
 
 def _claims(payload: Mapping[str, object], issuer: str) -> Claims:
-    subject = payload.get("sub", payload.get("prn"))
-    if subject is not None and _id(subject) is None:
+    subject = _id(payload.get("sub", payload.get("prn")))
+    if subject is None or subject == "":
         raise InvalidJWT(f"The JWT from {issuer!r} has a 'sub' that is not a user id")
+    jti = payload.get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI:
+        raise InvalidJWT(
+            f"The JWT from {issuer!r} has no usable 'jti'; sign every request with a fresh one"
+        )
     context = _mapping(payload.get("context"))
     room_id = _id(context.get("room_id"))
     user_tz = context.get("user_tz")
-    jti = payload.get("jti")
     return Claims(
         iss=issuer,
-        sub=_id(subject),
-        iat=_number(payload, "iat", issuer),
-        exp=_number(payload, "exp", issuer),
+        sub=subject,
+        iat=_time(payload, "iat", issuer),
+        exp=_time(payload, "exp", issuer),
+        jti=jti,
         room_id=(
             int(room_id)
             if room_id is not None and room_id.isascii() and room_id.isdigit() and len(room_id) < 19
             else None
         ),
         user_tz=user_tz if isinstance(user_tz, str) else None,
-        jti=_id(jti),
     )
 
 
-def _number(payload: Mapping[str, object], name: str, issuer: str) -> float:
+def _time(payload: Mapping[str, object], name: str, issuer: str) -> float:
+    """A NumericDate as HipChat sends it: whole epoch seconds (no float, bool, string, NaN...)."""
     value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidJWT(f"The JWT from {issuer!r} has a {name!r} claim that is not a number")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TIME:
+        raise InvalidJWT(
+            f"The JWT from {issuer!r} has a {name!r} claim that is not whole epoch seconds"
+        )
     return float(value)
 
 

@@ -13,7 +13,7 @@ import re
 import sys
 from typing import Any, TextIO
 
-__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "redact"]
+__all__ = ["AccessPathFilter", "JsonFormatter", "RedactingFilter", "configure_logging", "redact"]
 
 _PATTERNS = (
     re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),  # a JWT
@@ -22,6 +22,7 @@ _PATTERNS = (
         r"(?i)\b(auth_token|access_token|refresh_token|signed_request|oauthSecret|code|state)"
         r"([=:]\s*\"?)[^&\s\"]+"
     ),
+    re.compile(r"(/commands/)[^/?#\s\"]+"),  # the deprecated POST /commands/<secret>
 )
 _CONTEXT = ("oauth_id", "room_id", "request_id", "integration", "event", "status", "path")
 
@@ -30,7 +31,22 @@ def redact(text: str) -> str:
     """``text`` with anything that looks like a credential masked."""
     text = _PATTERNS[0].sub("[jwt]", text)
     text = _PATTERNS[1].sub(lambda m: f"{m.group(1)} [redacted]", text)
+    text = _PATTERNS[3].sub(r"\1[redacted]", text)
     return _PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+
+
+class AccessPathFilter(logging.Filter):
+    """Masks secrets in the path of uvicorn's access log records (``POST /commands/<secret>``).
+
+    uvicorn logs ``(client, method, path, http_version, status)`` as arguments; the path is
+    rewritten in place, so every handler, ours or uvicorn's own, sees it masked.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact(args[2]), *args[3:])
+        return True
 
 
 class RedactingFilter(logging.Filter):
@@ -77,3 +93,6 @@ def configure_logging(
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessPathFilter) for f in access.filters):
+        access.addFilter(AccessPathFilter())

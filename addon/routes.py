@@ -6,6 +6,7 @@ into one status with a JSON body ``{"error": {"status", "type", "message"}}`` in
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import html
 import logging
@@ -31,6 +32,8 @@ from addon.errors import (
     AddonError,
     ApprovalRequired,
     AuthError,
+    BodyTimeout,
+    BodyTooLarge,
     Conflict,
     Forbidden,
     NotFound,
@@ -41,7 +44,8 @@ from addon.errors import (
 )
 from addon.installations import Installation, InstallPayload, oauth_id_from
 from addon.jsonvalue import loads as load_json
-from addon.jwt_auth import check_webhook_claims, extract_jwt, verify_jwt
+from addon.jwt_auth import Claims, check_webhook_claims, extract_jwt, verify_jwt
+from addon.webhooks import Signed
 
 if TYPE_CHECKING:
     from addon.app import Addon
@@ -51,7 +55,11 @@ __all__ = ["exception_handlers", "routes"]
 log = logging.getLogger("addon.routes")
 
 MAX_BODY_BYTES = 1 << 20
+# HipChat's message text is at most 10,000 characters: 64 KiB holds any webhook it sends.
+WEBHOOK_MAX_BYTES = 64 << 10
 _STATUS: tuple[tuple[type[AddonError], int], ...] = (
+    (BodyTooLarge, 413),
+    (BodyTimeout, 408),
     (RequestError, 400),
     (AuthError, 401),
     (Forbidden, 403),
@@ -94,14 +102,40 @@ def _addon(request: Request) -> Addon:
     return addon
 
 
-async def read_json(request: Request) -> Any:
-    """The request's JSON body; ``RequestError`` when it is too large, too deep or not JSON."""
+async def read_json(request: Request, *, limit: int = MAX_BODY_BYTES) -> Any:
+    """The request's JSON body, read within the settings' ``read_timeout`` seconds.
+
+    ``BodyTooLarge`` when ``Content-Length`` or the bytes streamed so far pass ``limit`` (nothing
+    more is read), ``BodyTimeout`` when the body is too slow, ``RequestError`` when it is not JSON
+    or nested deeper than ``jsonvalue.MAX_DEPTH`` (64).
+    """
+    body = await _read_body(request, limit, _addon(request).settings.read_timeout)
+    return load_json(body)
+
+
+async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise RequestError(f"The request body is larger than {MAX_BODY_BYTES} bytes")
-    return load_json(body)  # nesting capped at MAX_DEPTH (64): deeper is a 400
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _too_large(limit)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise BodyTimeout(
+            f"The request body did not arrive within {seconds:g} s; send it without pausing"
+        ) from None
+    return bytes(body)
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"The request body is larger than {limit} bytes; send a smaller one")
 
 
 async def descriptor(request: Request) -> Response:
@@ -232,39 +266,77 @@ def _approval_page(status: int, title: str, message: str) -> HTMLResponse:
 
 
 async def webhook(request: Request) -> Response:
-    """``POST /webhook/{event}``: a JWT-signed webhook from HipChat, dispatched to integrations."""
+    """``POST /webhook/{event}``: a JWT-signed webhook from HipChat, dispatched to integrations.
+
+    The JWT is verified before a byte of the body is read; the body is capped while it streams.
+    """
     addon = _addon(request)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise RequestError("The webhook body is not a JSON object")
     token = extract_jwt(request.headers, request.query_params, None)
     lookup = _InstallationLookup(addon)
-    claims = await verify_jwt(
-        token, lookup.secret_for, now=addon.now(), leeway=addon.settings.jwt_leeway
-    )
+    now, leeway = addon.now(), addon.settings.jwt_leeway
+    claims = await verify_jwt(token, lookup.secret_for, now=now, leeway=leeway)
     installation = lookup.found or await addon.installations.require(claims.iss)
+    body = await read_json(request, limit=WEBHOOK_MAX_BYTES)
+    if not isinstance(body, dict):
+        raise RequestError("The webhook body is not a JSON object")
     check_webhook_claims(claims, body, installation)
     if body.get("event") != request.path_params["event"]:
         raise RequestError("The body's event does not match the webhook URL it was sent to")
-    return await _dispatch(addon, body, installation)
+    return await _dispatch(addon, body, installation, _signed(claims, now=now, leeway=leeway))
+
+
+def _signed(claims: Claims, *, now: float, leeway: float) -> Signed:
+    # The jti is remembered until the token could no longer pass verification: exp + leeway.
+    ttl = max(claims.exp + leeway - now, 1.0)
+    return Signed(sender_id=claims.sub, room_id=claims.room_id, jti=claims.jti, ttl=ttl)
 
 
 async def unsigned_command(request: Request) -> Response:
-    """``POST /commands/{secret}``: opt-in, for deployments that posted unsigned commands."""
+    """``POST /commands`` with ``Authorization: Bearer <ADDON_COMMANDS_SECRET>``: opt-in, for
+    deployments that posted unsigned commands."""
+    addon = _addon(request)
+    expected = addon.settings.commands_secret
+    if expected is None:
+        raise NotFound("Unsigned commands are off; set ADDON_COMMANDS_SECRET to turn them on")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not _same_secret(given.strip(), expected.value):
+        raise AuthError("POST /commands needs 'Authorization: Bearer <ADDON_COMMANDS_SECRET>'")
+    return await _unsigned_dispatch(addon, request)
+
+
+async def unsigned_command_in_path(request: Request) -> Response:
+    """``POST /commands/{secret}``: the deprecated form, with the secret in the path."""
     addon = _addon(request)
     expected = addon.settings.commands_secret
     given = request.path_params["secret"]
-    if expected is None or not hmac.compare_digest(given.encode(), expected.value.encode()):
+    if expected is None or not _same_secret(given, expected.value):
         raise NotFound("Not Found")
-    body = await read_json(request)
+    if not getattr(request.app.state, "warned_commands_path", False):
+        request.app.state.warned_commands_path = True
+        log.warning(
+            "POST /commands/<secret> is deprecated and will be removed in the next release; "
+            "POST /commands with 'Authorization: Bearer <ADDON_COMMANDS_SECRET>' instead"
+        )
+    return await _unsigned_dispatch(addon, request)
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    # Constant-time comparison: the secret must not leak through timing.
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def _unsigned_dispatch(addon: Addon, request: Request) -> Response:
+    body = await read_json(request, limit=WEBHOOK_MAX_BYTES)
     oauth_id = body.get("oauth_client_id") if isinstance(body, dict) else None
     installation = await addon.installations.require(oauth_id_from(oauth_id))
     return await _dispatch(addon, body, installation)
 
 
-async def _dispatch(addon: Addon, body: Any, installation: Installation) -> Response:
+async def _dispatch(
+    addon: Addon, body: Any, installation: Installation, signed: Signed | None = None
+) -> Response:
     request_id = uuid.uuid4().hex
-    reply = await addon.dispatcher.handle(body, installation, request_id=request_id)
+    reply = await addon.dispatcher.handle(body, installation, request_id=request_id, signed=signed)
     headers = {"X-Request-Id": request_id}
     if reply is None:
         return Response(status_code=204, headers=headers)
@@ -336,7 +408,8 @@ def routes() -> list[BaseRoute]:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/webhook/{event}", webhook, methods=["POST"]),
-        Route("/commands/{secret}", unsigned_command, methods=["POST"]),
+        Route("/commands", unsigned_command, methods=["POST"]),
+        Route("/commands/{secret}", unsigned_command_in_path, methods=["POST"]),
         Route("/admin/storage", storage_export, methods=["GET"]),
         Route("/admin/storage", storage_import, methods=["PUT"]),
         Route("/admin/storage", storage_erase, methods=["DELETE"]),

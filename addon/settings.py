@@ -54,6 +54,7 @@ class Settings:
     command_timeout: float = 30.0
     shutdown_timeout: float = 10.0
     http_timeout: float = 10.0
+    read_timeout: float = 10.0
     max_document_bytes: int = 256 * 1024
     storage_quota: int = 1 << 20  # bytes of one integration's storage in one installation
     log_level: str = "INFO"
@@ -93,6 +94,7 @@ class Settings:
             # At most 25 s: a token refresh must finish inside the 30 s store lock that makes it
             # single-flight, or another replica could spend the same refresh token.
             http_timeout=_number(env, "ADDON_HTTP_TIMEOUT", float, defaults.http_timeout, 0.1, 25),
+            read_timeout=_number(env, "ADDON_READ_TIMEOUT", float, defaults.read_timeout, 0.1, 300),
             max_document_bytes=_number(
                 env, "ADDON_MAX_DOCUMENT_BYTES", int, defaults.max_document_bytes, 1024, 16 << 20
             ),

@@ -43,6 +43,7 @@ from addon.context import (
 from addon.errors import (
     AddonError,
     ApprovalRequired,
+    InvalidJWT,
     QuotaExceeded,
     RequestError,
     ShuttingDown,
@@ -53,7 +54,7 @@ from addon.events import Webhook, parse_webhook
 from addon.installations import Installation
 from addon.integrations import Command, Handler, Integration, check_unique
 
-__all__ = ["Dispatcher", "Runtime", "Webhook", "parse_webhook"]
+__all__ = ["Dispatcher", "Runtime", "Signed", "Webhook", "parse_webhook"]
 
 SEEN_TTL = 3600.0  # how long a message id is remembered, so a redelivery does not run twice
 NOTICE_GRACE = 5.0  # seconds cancelled handlers get to tell their rooms, when draining
@@ -62,6 +63,20 @@ _T = TypeVar("_T")
 _C = TypeVar("_C", RoomMessage, RoomEvent)
 _COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Signed:
+    """What a webhook's verified JWT vouches for (``routes.webhook`` builds it from the claims).
+
+    The sender is the JWT's ``sub``; ``room_id`` is its ``context.room_id``; ``jti`` is claimed
+    once, for ``ttl`` seconds (until the token's ``exp`` plus the leeway).
+    """
+
+    sender_id: str
+    room_id: int | None
+    jti: str
+    ttl: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,17 +193,28 @@ class Dispatcher:
         self._draining = False
 
     async def handle(
-        self, event: Mapping[str, object], installation: Installation, *, request_id: str
+        self,
+        event: Mapping[str, object],
+        installation: Installation,
+        *,
+        request_id: str,
+        signed: Signed | None = None,
     ) -> dict[str, object] | None:
-        """Run what ``event`` selects; return the reply for the webhook response, or None."""
+        """Run what ``event`` selects; return the reply for the webhook response, or None.
+
+        ``signed`` (a verified JWT) gives the sender and a room when the body has none, and its
+        ``jti`` is claimed together with the message id: a second use is ``InvalidJWT``.
+        """
         hook = parse_webhook(event)
-        room = _room_of(hook, installation)
+        if signed is not None and hook.sender is None:
+            hook = dataclasses.replace(hook, sender=Sender(signed.sender_id, "", ""))
+        room = _room_of(hook, installation, signed)
         delivery = _Delivery(self._runtime, installation, room, self._workers)
         scope = _Scope(hook, installation, room, delivery, request_id)
         jobs = self._select(scope)
         if jobs and self._draining:
             raise ShuttingDown("The add-on is shutting down; deliver this webhook again shortly")
-        if not jobs or not await self._first_delivery(scope):
+        if not await self._first_delivery(scope, signed, has_jobs=bool(jobs)) or not jobs:
             return None
         for job in jobs:
             delivery.pending += 1
@@ -264,18 +290,33 @@ class Dispatcher:
             log=logging.LoggerAdapter(logger, extra),
         )
 
-    async def _first_delivery(self, scope: _Scope) -> bool:
-        """Claim the message id; False when another delivery (or replica) already has."""
+    async def _first_delivery(
+        self, scope: _Scope, signed: Signed | None, *, has_jobs: bool
+    ) -> bool:
+        """Claim the JWT's jti and the message id in one store round trip.
+
+        A used jti raises ``InvalidJWT`` (a replay); False when another delivery (or replica)
+        already ran the message. The message id is claimed only when something will run.
+        """
+        keys, oauth_id = self._runtime.keys, scope.installation.oauth_id
+        entries: list[tuple[str, str, float | None]] = []
+        if signed is not None:
+            entries.append((keys.jwt_id(oauth_id, _safe(signed.jti)), scope.request_id, signed.ttl))
         message_id = scope.hook.message_id
-        if message_id is None:
+        if has_jobs and message_id is not None:
+            key = keys.seen_message(oauth_id, _safe(message_id))
+            entries.append((key, scope.request_id, SEEN_TTL))
+        if not entries:
             return True
-        if not _SAFE_ID.fullmatch(message_id):
-            message_id = hashlib.sha256(message_id.encode()).hexdigest()
-        key = self._runtime.keys.seen_message(scope.installation.oauth_id, message_id)
-        claimed = await self._runtime.store.put_if_absent(key, scope.request_id, ttl=SEEN_TTL)
-        if not claimed:
+        claimed = await self._runtime.store.put_many_if_absent(entries)
+        if signed is not None and not claimed[0]:
+            raise InvalidJWT(
+                f"The JWT from {oauth_id!r} was already used; sign every request with a fresh jti"
+            )
+        if not claimed[-1]:
             log.info("Message delivered again; it already ran", extra=scope.log_extra())
-        return claimed
+            return False
+        return True
 
     async def _run(self, job: _Job, delivery: _Delivery) -> None:
         try:
@@ -423,9 +464,26 @@ def _split_command(text: str) -> tuple[str | None, str]:
     return match.group(1).lower(), match.group(2).rstrip()
 
 
-def _room_of(hook: Webhook, installation: Installation) -> Room:
+def _safe(identifier: str) -> str:
+    """``identifier`` as a key part: kept when plain, hashed when it holds anything else."""
+    if _SAFE_ID.fullmatch(identifier):
+        return identifier
+    return hashlib.sha256(identifier.encode()).hexdigest()
+
+
+def _room_of(hook: Webhook, installation: Installation, signed: Signed | None) -> Room:
+    """The one room of a webhook: ``item.room.id`` (the id the JWT check compared), else the
+    JWT's ``context.room_id``, else the installation's room. Replies go there and nowhere else.
+    """
+    allowed = installation.room_id
     if hook.room is not None:
+        if allowed is not None and hook.room.id != allowed:
+            raise RequestError(
+                f"The webhook is for room {hook.room.id}, but the installation is in room "
+                f"{allowed} only; send it for that room"
+            )
         return hook.room
-    if installation.room_id is not None:
-        return Room(installation.room_id)
+    for room_id in (signed.room_id if signed is not None else None, allowed):
+        if room_id is not None:
+            return Room(room_id)
     raise RequestError("The webhook names no room; send the room's id as item.room.id")

@@ -114,3 +114,27 @@ def test_serve_uses_redis_when_configured(
     stopped.append(process)
     wait_until_up(f"http://127.0.0.1:{port}/readyz", process)
     assert not (tmp_path / "addon.db").exists()
+
+
+@pytest.mark.e2e
+def test_the_commands_secret_stays_out_of_the_access_log(
+    tmp_path: Path, stopped: list[subprocess.Popen[bytes]]
+) -> None:
+    secret = "commands-secret-" + "q" * 20
+    port = free_port()
+    log = tmp_path / "addon.log"
+    env = {"ADDON_COMMANDS_SECRET": secret, "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations")}
+    process = serve(tmp_path, port, env, "serve", "--port", str(port), "-l", str(log))
+    stopped.append(process)
+    wait_until_up(f"http://127.0.0.1:{port}/healthz", process)
+
+    body = {"event": "room_message", "oauth_client_id": "nobody"}
+    response = httpx.post(f"http://127.0.0.1:{port}/commands/{secret}", json=body)
+    assert response.status_code == 401  # the secret was right; the installation is unknown
+    process.terminate()
+    process.wait(timeout=10)
+
+    text = log.read_text()
+    assert "/commands/[redacted]" in text  # the access line is there, masked
+    assert "deprecated" in text
+    assert secret not in text

@@ -266,9 +266,16 @@ async def test_an_uninstalled_installation_runs_nothing(
 
 
 async def test_a_request_with_a_bad_body_is_400(hipchat: FakeHipChat, room: Installed) -> None:
-    response = await room.addon.post("/webhook/room_message", content=b"{]")
+    def signed() -> dict[str, str]:
+        token = sign_jwt(room.oauth_id, room.oauth_secret, now=time.time(), sub=1001, room_id=1)
+        return {"Authorization": f"JWT {token}"}
+
+    response = await room.addon.post("/webhook/room_message", content=b"{]", headers=signed())
     assert response.status_code == 400
-    assert (await room.addon.post("/webhook/room_message", json=[1])).status_code == 400
+    response = await room.addon.post("/webhook/room_message", json=[1], headers=signed())
+    assert response.status_code == 400
+    # Unsigned, the body is not even read: 401.
+    assert (await room.addon.post("/webhook/room_message", content=b"{]")).status_code == 401
 
 
 async def test_http_errors_name_the_reason_not_the_token(

@@ -89,7 +89,7 @@ async def test_malformed_json_is_refused(addon: httpx.AsyncClient, store: Store)
 
 async def test_an_oversized_body_is_refused(addon: httpx.AsyncClient, store: Store) -> None:
     response = await addon.post("/installable", content=b"[" + b"1," * 600_000 + b"1]")
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert await store_snapshot(store) == {}
 
 

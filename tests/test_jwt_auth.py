@@ -12,8 +12,15 @@ from collections.abc import Mapping
 import jwt
 import pytest
 
-from addon.errors import AuthError, InvalidJWT, UnknownInstallation
-from addon.jwt_auth import Claims, check_webhook_claims, extract_jwt, sign_jwt, verify_jwt
+from addon.errors import AddonError, InvalidJWT, RequestError, UnknownInstallation
+from addon.jwt_auth import (
+    MAX_LIFETIME,
+    Claims,
+    check_webhook_claims,
+    extract_jwt,
+    sign_jwt,
+    verify_jwt,
+)
 
 NOW = 1_700_000_000.0
 LEEWAY = 10.0
@@ -47,7 +54,18 @@ def _hmac(key: str, text: str) -> bytes:
 
 
 def _claims(**extra: object) -> dict[str, object]:
-    return {"iss": OAUTH_ID, "iat": int(NOW), "exp": int(NOW) + 300, "sub": "5", **extra}
+    claims = {"iss": OAUTH_ID, "iat": int(NOW), "exp": int(NOW) + 300, "sub": "5", "jti": "j1"}
+    return {**claims, **extra}
+
+
+def _signed(**changes: object) -> dict[str, str]:
+    """A correctly signed token whose claims are ``_claims`` with ``changes`` (None drops one).
+
+    Built by hand, so that JSON's ``Infinity`` and ``NaN`` reach the verifier as an attacker
+    would send them (Python's json writes and reads both).
+    """
+    claims = {k: v for k, v in _claims(**changes).items() if v is not None}
+    return _jwt(_handmade({"alg": "HS256", "typ": "JWT"}, claims, SECRET))
 
 
 def _tampered() -> str:
@@ -123,15 +141,53 @@ REFUSED = [
         InvalidJWT, "iss", id="no iss",
     ),
     pytest.param(
-        _jwt(sign_jwt(OAUTH_ID, SECRET, now=NOW, extra={"nbf": NOW + 60})), None, None,
+        _jwt(sign_jwt(OAUTH_ID, SECRET, now=NOW, sub=5, extra={"nbf": int(NOW) + 60})), None, None,
         InvalidJWT, "not valid yet", id="nbf in the future",
     ),
     pytest.param(
         _jwt(sign_jwt(OAUTH_ID, SECRET, now=NOW, extra={"iat": "soon"})), None, None, InvalidJWT,
-        "'iat' claim that is not a number", id="iat not a number",
+        "'iat' claim that is not whole epoch seconds", id="iat not a number",
     ),
     pytest.param(
-        _jwt(_VALID), _message_body(sender=6), None, InvalidJWT, "sender", id="sender != sub"
+        _signed(exp=int(NOW) + 100 * 365 * 86400), None, None, InvalidJWT, "more than 3600 s",
+        id="exp 100 years ahead",
+    ),
+    pytest.param(
+        _signed(exp=int(NOW + MAX_LIFETIME + LEEWAY) + 1), None, None, InvalidJWT,
+        "more than 3600 s", id="exp - iat over 1 h plus leeway",
+    ),
+    pytest.param(
+        _signed(exp=float("inf")), None, None, InvalidJWT, "'exp' claim that is not whole",
+        id="exp Infinity",
+    ),
+    pytest.param(
+        _signed(iat=float("nan")), None, None, InvalidJWT, "'iat' claim that is not whole",
+        id="iat NaN",
+    ),
+    pytest.param(
+        _signed(exp=NOW + 60.5), None, None, InvalidJWT, "'exp' claim that is not whole",
+        id="exp a float",
+    ),
+    pytest.param(
+        _signed(iat=str(int(NOW))), None, None, InvalidJWT, "'iat' claim that is not whole",
+        id="iat a string",
+    ),
+    pytest.param(
+        _signed(exp=True), None, None, InvalidJWT, "'exp' claim that is not whole",
+        id="exp a bool",
+    ),
+    pytest.param(
+        _signed(iat=-1), None, None, InvalidJWT, "'iat' claim that is not whole",
+        id="iat negative",
+    ),
+    pytest.param(_signed(sub=None), None, None, InvalidJWT, "'sub'", id="no sub"),
+    pytest.param(_signed(sub=""), None, None, InvalidJWT, "'sub'", id="empty sub"),
+    pytest.param(_signed(jti=None), None, None, InvalidJWT, "'jti'", id="no jti"),
+    pytest.param(_signed(jti=7), None, None, InvalidJWT, "'jti'", id="jti not a string"),
+    pytest.param(_signed(jti="j" * 129), None, None, InvalidJWT, "'jti'", id="jti too long"),
+    pytest.param(
+        _jwt(_VALID), _message_body(sender=6), None, RequestError, "sender '6' is not the JWT",
+        id="body names another sender",
     ),
     pytest.param(
         _jwt(_VALID), _message_body(room=11), None, InvalidJWT, "context.room_id",
@@ -158,7 +214,7 @@ async def test_refused(
     headers: Mapping[str, str],
     body: Mapping[str, object] | None,
     room_installation: int | None,
-    error: type[AuthError],
+    error: type[AddonError],
     reason: str,
 ) -> None:
     with pytest.raises(error, match=reason) as caught:
@@ -174,15 +230,31 @@ async def test_a_valid_webhook_is_accepted_with_its_claims() -> None:
     assert claims == Claims(
         iss=OAUTH_ID, sub="5", iat=NOW, exp=NOW + 300, room_id=10, jti=claims.jti
     )
-    assert claims.jti is not None and len(claims.jti) == 20
+    assert len(claims.jti) == 20
+
+
+@pytest.mark.anyio
+async def test_every_signed_token_has_a_fresh_jti() -> None:
+    tokens = [sign_jwt(OAUTH_ID, SECRET, now=NOW, sub=5) for _ in range(50)]
+    claims = [await verify_jwt(t, _secret_for, now=NOW, leeway=LEEWAY) for t in tokens]
+    assert len({c.jti for c in claims}) == 50
+
+
+@pytest.mark.anyio
+async def test_a_lifetime_of_one_hour_plus_the_leeway_is_accepted() -> None:
+    headers = _signed(exp=int(NOW + MAX_LIFETIME + LEEWAY))
+    claims = await verify_jwt(headers["Authorization"][4:], _secret_for, now=NOW, leeway=LEEWAY)
+    assert claims.exp - claims.iat == MAX_LIFETIME + LEEWAY
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "token",
     [
-        pytest.param(sign_jwt(OAUTH_ID, SECRET, now=NOW - 300 - 5), id="expired within leeway"),
-        pytest.param(sign_jwt(OAUTH_ID, SECRET, now=NOW + 5), id="iat within leeway"),
+        pytest.param(
+            sign_jwt(OAUTH_ID, SECRET, now=NOW - 300 - 5, sub=5), id="expired within leeway"
+        ),
+        pytest.param(sign_jwt(OAUTH_ID, SECRET, now=NOW + 5, sub=5), id="iat within leeway"),
     ],
 )
 async def test_leeway_is_accepted(token: str) -> None:
@@ -232,7 +304,7 @@ def test_an_empty_or_foreign_authorization_is_missing(value: str) -> None:
 
 
 def test_webhook_checks_accept_what_they_cannot_compare() -> None:
-    claims = Claims(iss=OAUTH_ID, sub=None, iat=NOW, exp=NOW + 60)
+    claims = Claims(iss=OAUTH_ID, sub="9", iat=NOW, exp=NOW + 60, jti="j")
     room_event = {"event": "room_enter", "item": {"sender": {"id": 9}, "room": {"id": 3}}}
     notification = {"item": {"message": {"from": "a bot label"}, "room": {"id": "3"}}}
     check_webhook_claims(claims, room_event, _Installed())

@@ -56,6 +56,8 @@ def test_values_are_read_and_normalised() -> None:
         ("ADDON_JWT_LEEWAY", "-1"),
         ("ADDON_JWT_LEEWAY", "nan"),
         ("ADDON_COMMAND_TIMEOUT", "0"),
+        ("ADDON_READ_TIMEOUT", "0"),
+        ("ADDON_READ_TIMEOUT", "inf"),
         ("ADDON_MAX_DOCUMENT_BYTES", "1.5"),
         ("ADDON_INSTALL_FLOW", "both"),
         ("ADDON_LOG_LEVEL", "LOUD"),

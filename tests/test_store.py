@@ -76,6 +76,29 @@ async def test_put_if_absent_stores_only_once(store: Store) -> None:
     assert await store.get("state") == "first"
 
 
+async def test_put_many_if_absent_claims_each_key_once_in_one_step(
+    store: Store, advance_time: AdvanceTime
+) -> None:
+    await store.put("seen", "before")
+    claimed = await store.put_many_if_absent(
+        [("jti", "a", SHORT_TTL), ("seen", "a", 60), ("other", "a", None)]
+    )
+    assert claimed == [True, False, True]
+    assert await store.get_many(["jti", "seen", "other"]) == ["a", "before", "a"]
+    assert await store.put_many_if_absent([("jti", "b", 60), ("fresh", "b", 60)]) == [False, True]
+    assert await store.put_many_if_absent([]) == []
+    await advance_time(SHORT_TTL + 0.05)
+    assert await store.put_many_if_absent([("jti", "c", 60)]) == [True]
+    assert await store.get("jti") == "c"
+
+
+async def test_put_many_if_absent_under_concurrency_gives_each_key_to_one(store: Store) -> None:
+    entries = [(f"claim-{i}", "x", 60.0) for i in range(5)]
+    results = await asyncio.gather(*(store.put_many_if_absent(entries) for _ in range(20)))
+    for index in range(5):
+        assert sum(result[index] for result in results) == 1
+
+
 async def test_take_is_single_use_under_concurrency(store: Store) -> None:
     await store.put("oauth-state", "pending")
     taken = await asyncio.gather(*(store.take("oauth-state") for _ in range(50)))
@@ -295,6 +318,7 @@ CALLS: list[tuple[str, Callable[[Store], Awaitable[object]]]] = [
     ("get_many", lambda s: s.get_many(["k"])),
     ("put", lambda s: s.put("k", "v", ttl=1)),
     ("put_if_absent", lambda s: s.put_if_absent("k", "v")),
+    ("put_many_if_absent", lambda s: s.put_many_if_absent([("k", "v", 1.0)])),
     ("take", lambda s: s.take("k")),
     ("delete", lambda s: s.delete("k")),
     ("delete_if_equal", lambda s: s.delete_if_equal("k", "v")),

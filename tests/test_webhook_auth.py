@@ -8,10 +8,12 @@ import hmac
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import jwt
 import pytest
+from starlette.applications import Starlette
 
 from addon.jwt_auth import sign_jwt
 from addon.testing import FakeHipChat, Installed
@@ -55,7 +57,6 @@ BAD_TOKENS: list[tuple[str, Callable[[Installed], str]]] = [
     ("unknown-iss", lambda r: sign_jwt("someone-else", r.oauth_secret, now=NOW, sub=1001)),
     ("malformed", lambda r: "not.a.jwt"),
     ("garbage", lambda r: "%%%"),
-    ("sender-not-sub", lambda r: sign_jwt(r.oauth_id, r.oauth_secret, now=NOW, sub=666)),
     (
         "room-not-context",
         lambda r: sign_jwt(r.oauth_id, r.oauth_secret, now=NOW, sub=1001, room_id=77),
@@ -145,3 +146,86 @@ async def test_unicode_digits_in_ids_are_refused_not_crashed(
     )
     assert 400 <= response.status_code < 500
     assert hipchat.notifications(room) == []
+
+
+def _signed(room: Installed, **extra: object) -> dict[str, str]:
+    token = sign_jwt(
+        room.oauth_id, room.oauth_secret, now=time.time(), sub=1001, room_id=1, extra=extra
+    )
+    return {"Authorization": f"JWT {token}"}
+
+
+def _message_body(hipchat: FakeHipChat, room: Installed, text: str, **item: Any) -> dict[str, Any]:
+    return {
+        "event": "room_message",
+        "item": {"message": hipchat.message(text), "room": hipchat.room(1), **item},
+        "oauth_client_id": room.oauth_id,
+    }
+
+
+async def test_a_replayed_jwt_is_401_with_a_new_message_id_or_the_same(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    headers = _signed(room)
+    first = _message_body(hipchat, room, "/echo once")
+    response = await room.addon.post("/webhook/room_message", json=first, headers=headers)
+    assert response.status_code == 200
+    replays = [first, _message_body(hipchat, room, "/echo twice")]
+    for body in replays:
+        again = await room.addon.post("/webhook/room_message", json=body, headers=headers)
+        assert again.status_code == 401
+        assert "already used" in again.json()["error"]["message"]
+    # The query transport is the same token: refused too.
+    token = headers["Authorization"].removeprefix("JWT ")
+    query = await room.addon.post(
+        "/webhook/room_message", json=replays[1], params={"signed_request": token}
+    )
+    assert query.status_code == 401
+
+
+async def test_a_jti_is_per_installation_and_gone_after_uninstall(
+    hipchat: FakeHipChat, room: Installed, app: Starlette
+) -> None:
+    assert (await hipchat.send_message(room, "/echo hi")) is not None
+    addon = app.state.addon
+    assert await addon.store.scan(f"{addon.keys.prefix}:jti:{room.oauth_id}:")
+    assert (await hipchat.uninstall(room.addon, room)).status_code == 204
+    assert await addon.store.scan(f"{addon.keys.prefix}:jti:") == []
+
+
+async def test_a_body_naming_another_sender_is_400(hipchat: FakeHipChat, room: Installed) -> None:
+    token = sign_jwt(room.oauth_id, room.oauth_secret, now=NOW, sub=666, room_id=1)
+    response = await hipchat.send_message(room, "/echo not me", token=token)
+    assert response is not None and response.status_code == 400
+    assert "sub" in response.json()["error"]["message"]
+    assert hipchat.notifications(room) == []
+
+
+async def test_a_body_without_a_sender_is_the_jwt_subject(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    body = _message_body(hipchat, room, "/echo from sub")
+    del body["item"]["message"]["from"]
+    response = await room.addon.post("/webhook/room_message", json=body, headers=_signed(room))
+    assert response.status_code == 200 and response.json()["message"] == "from sub"
+
+
+async def test_a_jwt_without_sub_or_jti_is_401(hipchat: FakeHipChat, room: Installed) -> None:
+    base = {"iss": room.oauth_id, "iat": int(time.time()), "exp": int(time.time()) + 60}
+    for claims_ in ({**base, "jti": "abc"}, {**base, "sub": 1001}):
+        token = jwt.encode(claims_, room.oauth_secret, algorithm="HS256")
+        response = await hipchat.send_message(room, "/echo x", token=token)
+        assert response is not None and response.status_code == 401
+    assert hipchat.notifications(room) == []
+
+
+async def test_the_reply_goes_to_the_checked_room_not_roomid(
+    hipchat: FakeHipChat, room: Installed
+) -> None:
+    # Room installation in room 1; the body has no item.room but a roomId naming room 2.
+    body = _message_body(hipchat, room, "/echo where", roomId=2)
+    del body["item"]["room"]
+    body["roomId"] = 2
+    response = await room.addon.post("/webhook/room_message", json=body, headers=_signed(room))
+    assert response.status_code == 200 and response.json()["message"] == "where"
+    assert hipchat.notifications(2) == []

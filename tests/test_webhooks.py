@@ -12,14 +12,20 @@ from typing import TYPE_CHECKING
 import pytest
 
 from addon.context import RoomEvent, RoomMessage
-from addon.errors import ApprovalRequired, HipChatAPIError, RequestError, ShuttingDown
+from addon.errors import (
+    ApprovalRequired,
+    HipChatAPIError,
+    InvalidJWT,
+    RequestError,
+    ShuttingDown,
+)
 from addon.events import parse_webhook
 from addon.installations import Installation
 from addon.integrations import Integration
 from addon.seal import Sealer
 from addon.settings import Secret, Settings
 from addon.store import Keys, Store
-from addon.webhooks import Dispatcher
+from addon.webhooks import Dispatcher, Signed
 
 if TYPE_CHECKING:
     from addon.hipchat import HipChatClient
@@ -483,7 +489,9 @@ async def test_malformed_bodies_are_request_errors(store: Store) -> None:
 
 
 def test_webhooks_are_parsed_leniently() -> None:
-    hook = parse_webhook({"event": "room_topic_change", "roomId": "12", "webhook_id": "77"})
+    hook = parse_webhook(
+        {"event": "room_topic_change", "item": {"room": {"id": "12"}}, "webhook_id": "77"}
+    )
     assert (hook.room and hook.room.id, hook.webhook_id, hook.sender, hook.text) == (
         12,
         "77",
@@ -567,3 +575,83 @@ async def test_a_hung_sync_integration_cannot_take_the_other_integrations_thread
         release.set()
         await dispatcher.drain(2)
     assert reply is not None and reply["message"] == "still here"
+
+
+def _room_reporter(seen: list[tuple[int, str]]) -> Integration:
+    integration = Integration("where", name="Where")
+
+    @integration.command("where", help="Say the room and the sender")
+    async def where(message: RoomMessage) -> None:
+        seen.append((message.room.id, message.sender.id))
+        await message.reply("here")
+
+    return integration
+
+
+def _signed(jti: str = "jti-1", *, room_id: int | None = None, sender: str = "5") -> Signed:
+    return Signed(sender_id=sender, room_id=room_id, jti=jti, ttl=300)
+
+
+@pytest.mark.anyio
+async def test_the_room_is_the_checked_item_room_never_a_roomid_fallback(store: Store) -> None:
+    # A room installation in room 10: item.room.id (checked against the JWT) is 10, roomId names
+    # room 99. The command runs in room 10 and its late replies go there too.
+    seen: list[tuple[int, str]] = []
+    runtime = RecordingRuntime(store)
+    dispatcher = Dispatcher([_room_reporter(seen)], runtime)
+    body = {**message("/where"), "roomId": 99}
+    body["item"] = {**body["item"], "roomId": 99}  # type: ignore[dict-item]
+    reply = await dispatcher.handle(body, installation(ROOM), request_id="r", signed=_signed())
+    assert reply == text("here") and seen == [(ROOM, "5")]
+
+
+@pytest.mark.anyio
+async def test_a_roomid_alone_is_not_a_room(store: Store) -> None:
+    dispatcher = Dispatcher([_room_reporter([])], RecordingRuntime(store))
+    body = message("/where")
+    body["item"] = {"message": body["item"]["message"], "roomId": 99}  # type: ignore[index]
+    with pytest.raises(RequestError, match=r"item\.room\.id"):
+        await dispatcher.handle(body, installation(None), request_id="r")
+    # A signed webhook without item.room takes the JWT's context.room_id (checked too).
+    seen: list[tuple[int, str]] = []
+    dispatcher = Dispatcher([_room_reporter(seen)], RecordingRuntime(store))
+    await dispatcher.handle(body, installation(None), request_id="r", signed=_signed(room_id=7))
+    # A room installation: its own room, whatever roomId says.
+    body["item"]["message"]["id"] = "another-message"  # type: ignore[index]
+    await dispatcher.handle(body, installation(ROOM), request_id="r", signed=_signed("j2"))
+    assert seen == [(7, "5"), (ROOM, "5")]
+
+
+@pytest.mark.anyio
+async def test_an_unsigned_body_for_another_room_of_a_room_installation_is_refused(
+    store: Store,
+) -> None:
+    dispatcher = Dispatcher([_room_reporter([])], RecordingRuntime(store))
+    with pytest.raises(RequestError, match="room 10 only"):
+        await dispatch(dispatcher, message("/where", room=11), room_id=ROOM)
+
+
+@pytest.mark.anyio
+async def test_a_body_without_a_sender_takes_the_jwt_subject(store: Store) -> None:
+    seen: list[tuple[int, str]] = []
+    dispatcher = Dispatcher([_room_reporter(seen)], RecordingRuntime(store))
+    body = message("/where")
+    del body["item"]["message"]["from"]  # type: ignore[index]
+    await dispatcher.handle(body, installation(), request_id="r", signed=_signed(sender="1001"))
+    assert seen == [(ROOM, "1001")]
+
+
+@pytest.mark.anyio
+async def test_a_jti_is_accepted_once_with_any_message_id(store: Store) -> None:
+    seen: list[tuple[int, str]] = []
+    dispatcher = Dispatcher([_room_reporter(seen)], RecordingRuntime(store))
+    first = message("/where", message_id="m-1")
+    assert await dispatcher.handle(first, installation(), request_id="a", signed=_signed("j"))
+    for body in (first, message("/where", message_id="m-2"), message("no command")):
+        with pytest.raises(InvalidJWT, match="already used"):
+            await dispatcher.handle(body, installation(), request_id="b", signed=_signed("j"))
+    # A fresh JWT for a message that already ran: a redelivery, answered with nothing.
+    assert (
+        await dispatcher.handle(first, installation(), request_id="c", signed=_signed("k")) is None
+    )
+    assert len(seen) == 1

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import enum
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -59,6 +59,16 @@ class Store(Protocol):
 
     async def put_if_absent(self, key: str, value: str, *, ttl: float | None = None) -> bool:
         """Store ``value`` only when ``key`` holds nothing; True when it was stored."""
+        ...
+
+    async def put_many_if_absent(
+        self, entries: Sequence[tuple[str, str, float | None]]
+    ) -> list[bool]:
+        """Each ``(key, value, ttl)`` stored only when its key holds nothing, in one atomic step.
+
+        One round trip for several one-shot claims (a webhook's ``jti`` and message id); the
+        answer says, in order, which entries were stored.
+        """
         ...
 
     async def take(self, key: str) -> str | None:

@@ -47,6 +47,10 @@ class Keys:
     def seen_message(self, oauth_id: str, message_id: str) -> str:
         return f"{self.prefix}:seen:{oauth_id}:{message_id}"
 
+    def jwt_id(self, oauth_id: str, jti: str) -> str:
+        """A signed request's ``jti``, remembered until its ``exp`` so it is accepted once."""
+        return f"{self.prefix}:jti:{oauth_id}:{jti}"
+
     def storage(self, owner: str, integration: str) -> str:
         """An integration's storage: a map, one field per name (``owner`` is an oauth_id)."""
         return f"{self.prefix}:storage:{owner}:{integration}{STORAGE_MAP_SUFFIX}"
@@ -77,6 +81,7 @@ class Keys:
             f"{p}:user-token:{oauth_id}:",
             f"{p}:oauth-state:{oauth_id}~",
             f"{p}:seen:{oauth_id}:",
+            f"{p}:jti:{oauth_id}:",
             f"{p}:storage:{oauth_id}:",
         ]
         return exact, prefixes

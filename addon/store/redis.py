@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -153,6 +153,20 @@ class RedisStore:
                 self.namespace + key, value, nx=True, px=_milliseconds(ttl)
             )
         return bool(stored)
+
+    async def put_many_if_absent(
+        self, entries: Sequence[tuple[str, str, float | None]]
+    ) -> list[bool]:
+        """Each ``(key, value, ttl)`` stored only when its key holds nothing, in one atomic step."""
+        if not entries:
+            return []
+        with self._unavailable():
+            # MULTI/EXEC in one pipeline: one round trip, and no other client runs in between.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key, value, ttl in entries:
+                    pipe.set(self.namespace + key, value, nx=True, px=_milliseconds(ttl))
+                stored = await pipe.execute()
+        return [bool(one) for one in stored]
 
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -95,6 +95,24 @@ class SQLiteStore:
             _write(db, name, value, expires_at)
             self._purge_now_and_then(db, now)
         return True
+
+    async def put_many_if_absent(
+        self, entries: Sequence[tuple[str, str, float | None]]
+    ) -> list[bool]:
+        """Each ``(key, value, ttl)`` stored only when its key holds nothing, in one transaction."""
+        now = self._now()
+        planned = [
+            (self.namespace + key, value, _expires_at(now, ttl)) for key, value, ttl in entries
+        ]
+        stored: list[bool] = []
+        with self._transaction() as db:
+            for name, value, expires_at in planned:
+                is_free = _live_value(db, name, now) is None
+                if is_free:
+                    _write(db, name, value, expires_at)
+                stored.append(is_free)
+            self._purge_now_and_then(db, now)
+        return stored
 
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""

@@ -239,7 +239,16 @@ class FakeHipChat:
         token: str | None = None,
         text: str | None = None,
     ) -> httpx.Response | None:
-        """Deliver a signed webhook of ``event`` with ``item`` to every webhook that wants it."""
+        """Deliver a signed webhook of ``event`` with ``item`` to every webhook that wants it.
+
+        Each delivery gets its own JWT (a fresh ``jti``), whose ``sub`` is ``sender_id``, else
+        ``item.sender.id``, else user 1001: as HipChat, the fake always names a user.
+        """
+        if sender_id is None:
+            named = (
+                item.get("sender", {}).get("id") if isinstance(item.get("sender"), dict) else None
+            )
+            sender_id = named if isinstance(named, int) else 1001
         descriptor = await self.descriptor(installed.addon)
         room = item["room"]["id"]
         body = {"event": event, "item": item, "oauth_client_id": installed.oauth_id}

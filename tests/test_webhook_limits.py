@@ -1,0 +1,204 @@
+"""Bounded webhook input: the JWT before the body, a 64 KiB cap while it streams, read timeouts,
+replays refused across replicas (issue 8, items 3 and 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from addon.jwt_auth import sign_jwt
+from addon.routes import WEBHOOK_MAX_BYTES
+from addon.server import uvicorn_options
+from addon.settings import Settings
+from addon.store.redis import RedisStore
+from addon.testing import FakeHipChat, Installed
+from tests.helpers import make_app
+
+pytestmark = pytest.mark.anyio
+
+CHUNK = 4096
+
+
+@pytest.fixture
+async def room(addon: httpx.AsyncClient, hipchat: FakeHipChat) -> Installed:
+    return await hipchat.install(addon, room_id=1)
+
+
+def _headers(room: Installed) -> dict[str, str]:
+    token = sign_jwt(room.oauth_id, room.oauth_secret, now=time.time(), sub=1001, room_id=1)
+    return {"Authorization": f"JWT {token}", "Content-Type": "application/json"}
+
+
+class CountingBody:
+    """A request body that counts how much of it the server pulled."""
+
+    def __init__(self, total: int, *, stall: asyncio.Event | None = None) -> None:
+        self.total = total
+        self.sent = 0
+        self.stall = stall
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while self.sent < self.total:
+            if self.stall is not None and self.sent:
+                await self.stall.wait()  # a client that stops sending after the first chunk
+            self.sent += CHUNK
+            yield b" " * CHUNK
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "chunked"])
+async def test_an_oversized_webhook_body_is_413_before_it_is_buffered(
+    hipchat: FakeHipChat, room: Installed, with_length: bool
+) -> None:
+    body = CountingBody(100 * WEBHOOK_MAX_BYTES)
+    headers = _headers(room)
+    if with_length:
+        headers["Content-Length"] = str(body.total)
+    response = await room.addon.post("/webhook/room_message", content=body, headers=headers)
+
+    assert response.status_code == 413
+    assert str(WEBHOOK_MAX_BYTES) in response.json()["error"]["message"]
+    # Content-Length is refused before any byte is read; a chunked body just past the cap.
+    assert body.sent <= (0 if with_length else WEBHOOK_MAX_BYTES + 2 * CHUNK)
+
+
+async def test_a_body_at_the_cap_is_read(hipchat: FakeHipChat, room: Installed) -> None:
+    payload = {
+        "event": "room_message",
+        "item": {"message": hipchat.message("/echo big"), "room": hipchat.room(1)},
+        "oauth_client_id": room.oauth_id,
+    }
+    text = json.dumps(payload)
+    padded = text[:-1] + ', "pad": "' + "x" * (WEBHOOK_MAX_BYTES - len(text) - 11) + '"}'
+    assert len(padded) == WEBHOOK_MAX_BYTES
+    response = await room.addon.post(
+        "/webhook/room_message", content=padded.encode(), headers=_headers(room)
+    )
+    assert response.status_code == 200 and response.json()["message"] == "big"
+
+
+async def test_an_unsigned_body_is_not_read_at_all(hipchat: FakeHipChat, room: Installed) -> None:
+    body = CountingBody(8 * CHUNK)
+    response = await room.addon.post("/webhook/room_message", content=body)
+    assert response.status_code == 401
+    assert body.sent == 0
+
+
+@pytest.fixture
+async def slow_app(
+    settings: Settings, store: Any, hipchat: FakeHipChat
+) -> AsyncIterator[Starlette]:
+    app = make_app(dataclasses.replace(settings, read_timeout=0.2), store, hipchat)
+    yield app
+    await app.state.addon.aclose(grace=5)
+
+
+async def test_a_slow_body_is_dropped_after_the_read_timeout(
+    hipchat: FakeHipChat, slow_app: Starlette, settings: Settings
+) -> None:
+    stall = asyncio.Event()
+    async with hipchat.connect(slow_app, settings.base_url) as client:
+        room = await hipchat.install(client, room_id=1)
+        body = CountingBody(4 * CHUNK, stall=stall)
+        try:
+            with anyio.fail_after(10):  # without the read timeout the request would hang
+                response = await client.post(
+                    "/webhook/room_message", content=body, headers=_headers(room)
+                )
+        finally:
+            stall.set()
+    assert response.status_code == 408
+    assert "did not arrive within 0.2 s" in response.json()["error"]["message"]
+    assert body.sent == CHUNK
+
+
+async def test_a_replay_is_refused_by_another_replica_sharing_redis(
+    settings: Settings, redis_url: str, hipchat: FakeHipChat
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}:"
+    stores = [RedisStore(redis_url, namespace=namespace) for _ in range(2)]
+    apps = [make_app(settings, store, hipchat) for store in stores]
+    try:
+        async with (
+            hipchat.connect(apps[0], settings.base_url) as first,
+            hipchat.connect(apps[1], settings.base_url) as second,
+        ):
+            room = await hipchat.install(first, room_id=1)
+            headers = _headers(room)
+            answers = []
+            for client, text in ((first, "/echo one"), (second, "/echo two")):
+                body = {
+                    "event": "room_message",
+                    "item": {"message": hipchat.message(text), "room": hipchat.room(1)},
+                    "oauth_client_id": room.oauth_id,
+                }
+                response = await client.post("/webhook/room_message", json=body, headers=headers)
+                answers.append(response.status_code)
+    finally:
+        for app in apps:
+            await app.state.addon.aclose(grace=5)
+        cleaner = RedisStore(redis_url, namespace=namespace)
+        await cleaner.delete(*await cleaner.scan(""))
+        await cleaner.close()
+    assert answers == [200, 401]
+
+
+# -- the server: a connection that never finishes its request head is dropped -----------------
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[int]:
+    """A tiny app under uvicorn with ``serve``'s options (read timeout 0.3 s), on a socket."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    options = uvicorn_options(dataclasses.replace(settings, read_timeout=0.3))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **options
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(4096):
+        received += chunk
+    return received
+
+
+def test_a_connection_stuck_in_its_headers_is_closed(served: int) -> None:
+    with socket.create_connection(("127.0.0.1", served), timeout=10) as slow:
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never ends the head
+        # recv() answers b"" when the server closes; a socket timeout here fails the test.
+        assert _read_until_closed(slow) == b""
+    with socket.create_connection(("127.0.0.1", served), timeout=10) as quick:
+        quick.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _read_until_closed(quick).startswith(b"HTTP/1.1 200 OK")
