@@ -49,6 +49,14 @@ class Keys:
     def storage_lock(self, owner: str, integration: str) -> str:
         return f"{self.prefix}:lock:{owner}:storage:{integration}"
 
+    def config(self, oauth_id: str, integration: str) -> str:
+        """An integration's settings in one installation (its configuration page saves them)."""
+        return f"{self.prefix}:config:{oauth_id}:{integration}"
+
+    def ui_jti(self, oauth_id: str, jti: str) -> str:
+        """A UI request's JWT id, remembered until the JWT expires (accepted once)."""
+        return f"{self.prefix}:ui-jti:{oauth_id}:{jti}"
+
     def storage_prefix(self) -> str:
         return f"{self.prefix}:storage:"
 
@@ -66,5 +74,7 @@ class Keys:
             f"{p}:oauth-state:{oauth_id}~",
             f"{p}:seen:{oauth_id}:",
             f"{p}:storage:{oauth_id}:",
+            f"{p}:config:{oauth_id}:",
+            f"{p}:ui-jti:{oauth_id}:",
         ]
         return exact, prefixes
