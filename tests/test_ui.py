@@ -14,15 +14,15 @@ import jwt
 import pytest
 from starlette.applications import Starlette
 
-from addon import AddonError, Glance, Integration, IntegrationError, Lozenge, Page, UIRequest
+from addon import AddonError, Glance, Icon, Integration, IntegrationError, Lozenge, Page, UIRequest
 from addon.hipchat import HipChatClient
 from addon.jwt_auth import sign_jwt
 from addon.settings import Settings
 from addon.store import Store
 from addon.testing import FakeHipChat, FakeRestAPI, Installed
 from addon.ui.extensions import descriptor_entries
-from addon.ui.request import DynamicExtensions
-from tests.helpers import REPO, store_snapshot
+from addon.ui.request import DynamicExtensions, page_key
+from tests.helpers import REPO, settings_for, store_snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -244,9 +244,8 @@ async def test_a_page_embeds_a_short_lived_token_for_its_user_and_room(
 ) -> None:
     room = await _room(hipchat, addon)
     page = await hipchat.page(room, "remember-add", user=42)
-    claims = jwt.decode(
-        page.token, room.oauth_secret, algorithms=["HS256"], audience="addon-page:remember"
-    )
+    key = page_key(room.oauth_secret)
+    claims = jwt.decode(page.token, key, algorithms=["HS256"], audience="addon-page:remember")
     assert claims["iss"] == room.oauth_id and claims["sub"] == "42"
     assert claims["context"]["room_id"] == 1 and claims["context"]["user_tz"] == "Europe/Paris"
     assert 0 < claims["exp"] - claims["iat"] <= 900
@@ -274,12 +273,26 @@ async def test_a_page_api_refuses_a_missing_or_foreign_token(
     page = await hipchat.page(room, "remember-add")
     missing = await addon.post("/ui/remember/api/notes", json={"key": "k", "value": "v"})
     assert missing.status_code == 401 and missing.json()["error"]["type"] == "InvalidJWT"
-    foreign = sign_jwt(
-        room.oauth_id, room.oauth_secret, now=time.time(), extra={"aud": "addon-page:echo"}
-    )
+    now, key = time.time(), page_key(room.oauth_secret)
+    foreign = sign_jwt(room.oauth_id, key, now=now, extra={"aud": "addon-page:echo"})
     assert (await page.call("POST", "/api/notes", json={}, token=foreign)).status_code == 401
+    raw = sign_jwt(room.oauth_id, room.oauth_secret, now=now, extra={"aud": "addon-page:remember"})
+    assert (await page.call("POST", "/api/notes", json={}, token=raw)).status_code == 401
+    too_long = sign_jwt(
+        room.oauth_id, key, now=now, lifetime=3600, extra={"aud": "addon-page:remember"}
+    )
+    assert (await page.call("POST", "/api/notes", json={}, token=too_long)).status_code == 401
     unknown = await page.call("POST", "/api/nothing", json={})
     assert unknown.status_code == 404
+
+
+async def test_a_page_token_never_passes_as_a_webhook_from_hipchat(
+    hipchat: FakeHipChat, addon: httpx.AsyncClient
+) -> None:
+    room = await _room(hipchat, addon)
+    page = await hipchat.page(room, "remember-add", user=1001)
+    response = await hipchat.send_message(room, "/recall k", token=page.token)
+    assert response is not None and response.status_code == 401
 
 
 # -- settings ----------------------------------------------------------------------------------
@@ -479,3 +492,115 @@ async def test_settings_read_back_typed_and_validated(store: Store, settings: Se
     assert Flags(**await configs.load("o1", "flags", fields)) == Flags("hello", 5, 2.0, True)
     with pytest.raises(AddonError, match="'limit' must be a int"):
         await configs.save("o1", "flags", fields, {"limit": True})
+
+
+def _readme_example() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("# integrations/notes.py")
+    return text[start : text.index("```", start)]
+
+
+async def test_the_readme_example_works(tmp_path: Path, store: Store, hipchat: FakeHipChat) -> None:
+    from addon.app import create_app
+    from addon.integrations import load_integrations
+
+    code = _readme_example()
+    assert len(code.splitlines()) <= 30
+    folder = tmp_path / "integrations"
+    (folder / "notes" / "static" / "icons").mkdir(parents=True)
+    (folder / "notes.py").write_text(code)
+    for name in ("note.png", "note@2x.png"):
+        (folder / "notes" / "static" / "icons" / name).write_bytes(b"\x89PNG")
+    settings = settings_for(ADDON_INTEGRATIONS_PATH=str(folder))
+    app = create_app(
+        settings, store=store, transport=hipchat.transport(), integrations=load_integrations(folder)
+    )
+    try:
+        async with hipchat.connect(app, settings.base_url) as addon:
+            room = await hipchat.install(addon, room_id=1)
+            page = await hipchat.page(room, "configurable")
+            assert (await page.call("POST", "/config", json={"reply": "OK!"})).status_code == 200
+            await hipchat.send_message(room, "/note milk")
+            assert hipchat.notifications(room) == ["OK!"]
+            assert (await hipchat.glance(room, "notes"))["label"]["value"] == "1 notes"
+    finally:
+        await app.state.addon.aclose(grace=5)
+
+
+async def test_a_command_pushes_a_glance_to_one_user(
+    tmp_path: Path, store: Store, hipchat: FakeHipChat, settings: Settings
+) -> None:
+    from addon.app import create_app
+    from addon.context import RoomMessage
+
+    (tmp_path / "static").mkdir()
+    for name in ("i.png", "i@2x.png"):
+        (tmp_path / "static" / name).write_bytes(b"\x89PNG")
+    integration = Integration("pusher", assets=tmp_path)
+
+    @integration.glance("mine", name="Mine", icon="i.png")
+    async def mine(request: UIRequest) -> Glance:
+        return Glance("0")
+
+    @integration.command("push")
+    async def push(message: RoomMessage) -> None:
+        status = Icon("i.png", "i@2x.png")
+        await message.glances.update("mine", Glance("7", status=status), user=message.sender.id)
+        with pytest.raises(ValueError, match="declares no glance 'other'"):
+            await message.glances.update("other", Glance("x"))
+
+    app = create_app(
+        settings, store=store, transport=hipchat.transport(), integrations=[integration]
+    )
+    try:
+        async with hipchat.connect(app, settings.base_url) as addon:
+            room = await hipchat.install(addon, room_id=1)
+            await hipchat.send_message(room, "/push", sender_id=77)
+    finally:
+        await app.state.addon.aclose(grace=5)
+    (pushed,) = hipchat.glance_pushes()
+    assert pushed.user == "77" and pushed.room is None
+    icon = {
+        "url": "http://addon.test/static/pusher/i.png",
+        "url@2x": "http://addon.test/static/pusher/i@2x.png",
+    }
+    assert pushed.glances[0]["content"]["status"] == {"type": "icon", "value": icon}
+
+
+def _installation(capabilities_url: str, api_url: str) -> Any:
+    from addon.installations import Installation
+    from addon.settings import Secret
+
+    return Installation(
+        oauth_id="o",
+        oauth_secret=Secret("s"),
+        group_id=1,
+        room_id=None,
+        capabilities_url=capabilities_url,
+        token_url=api_url + "oauth/token",
+        authorization_url=None,
+        api_url=api_url,
+        scopes=("send_notification",),
+        installed_at=0.0,
+    )
+
+
+def test_hipchat_cloud_origins_cover_the_groups_subdomains() -> None:
+    from addon.ui.origins import frame_ancestors, hipchat_js_base, is_hipchat_origin
+
+    cloud = _installation("https://api.hipchat.com/v2/capabilities", "https://api.hipchat.com/v2/")
+    addon_origin = "https://addon.example"
+    for origin in ("https://www.hipchat.com", "https://acme.hipchat.com", addon_origin):
+        assert is_hipchat_origin(origin, cloud, addon_origin), origin
+    for origin in (
+        "http://acme.hipchat.com",
+        "https://evilhipchat.com",
+        "https://hipchat.com.evil",
+    ):
+        assert not is_hipchat_origin(origin, cloud, addon_origin), origin
+    assert frame_ancestors(cloud) == "https://api.hipchat.com https://*.hipchat.com"
+    assert hipchat_js_base(cloud) == "https://www.hipchat.com/atlassian-connect"
+    server = _installation("https://chat.corp:8443/v2/capabilities", "https://chat.corp:8443/v2/")
+    assert frame_ancestors(server) == "https://chat.corp:8443"
+    assert not is_hipchat_origin("https://x.chat.corp:8443", server, addon_origin)
+    assert hipchat_js_base(server) == "https://chat.corp:8443/atlassian-connect"

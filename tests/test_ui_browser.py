@@ -44,23 +44,36 @@ def _chromium() -> str:
     pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does it)")
 
 
+def _serve(tmp_path: Path, hipchat: FakeHipChat, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "ADDON_BASE_URL": f"http://127.0.0.1:{port}",
+        "ADDON_STORE_URL": f"sqlite:///{tmp_path / 'addon.db'}",
+        "ADDON_HIPCHAT_HOSTS": hipchat.base_url.removeprefix("http://"),
+        "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations"),
+        "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
+    }
+    command = [sys.executable, "-m", "addon", "serve", "--port", str(port)]
+    return subprocess.Popen(command, cwd=tmp_path, env=env)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 @pytest.fixture
 async def served_addon(
     tmp_path: Path, live_hipchat: FakeHipChat, unused_port: int
 ) -> AsyncIterator[httpx.AsyncClient]:
     """``hipchat-addon serve`` with the repository's integrations, on a real socket."""
-    env = {
-        **os.environ,
-        "ADDON_BASE_URL": f"http://127.0.0.1:{unused_port}",
-        "ADDON_STORE_URL": f"sqlite:///{tmp_path / 'addon.db'}",
-        "ADDON_HIPCHAT_HOSTS": live_hipchat.base_url.removeprefix("http://"),
-        "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations"),
-        "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
-    }
-    command = [sys.executable, "-m", "addon", "serve", "--port", str(unused_port)]
-    server = subprocess.Popen(command, cwd=tmp_path, env=env)
+    server = _serve(tmp_path, live_hipchat, unused_port)
     try:
-        async with httpx.AsyncClient(base_url=env["ADDON_BASE_URL"]) as addon:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{unused_port}") as addon:
             deadline = time.monotonic() + 30
             while True:
                 assert server.poll() is None, "the add-on exited early"
@@ -72,12 +85,7 @@ async def served_addon(
                     await asyncio.sleep(0.1)
             yield addon
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _stop(server)
 
 
 async def test_the_configuration_page_changes_what_a_command_says(

@@ -1,14 +1,18 @@
 """``UIRequest``: what a UI handler gets, and the JWTs the add-on mints for its own pages.
 
 HipChat loads glances and pages with ``signed_request`` (protocol reference §5.1). A page then
-calls back to the add-on with a JWT the add-on minted for it (§5.2): HS256 with the
-installation's secret, for the same user and room, valid ``PAGE_TOKEN_LIFETIME`` seconds, and
-with ``aud`` naming the integration, so that it opens that integration's APIs and nothing else.
+calls back to the add-on with a JWT the add-on minted for it (§5.2): HS256, for the same user and
+room, valid ``PAGE_TOKEN_LIFETIME`` seconds, and with ``aud`` naming the integration, so that it
+opens that integration's APIs and nothing else. Its key is derived from the installation's
+secret (``page_key``), not the secret itself: a page's token can then never pass as a JWT from
+HipChat (a forged webhook "from" the page's user, say).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -30,6 +34,7 @@ __all__ = [
     "UIRequest",
     "mint_page_token",
     "page_audience",
+    "page_key",
 ]
 
 PAGE_TOKEN_LIFETIME = 900  # seconds: "short-lived", at most 15 minutes
@@ -40,6 +45,11 @@ ExtensionKind = Literal["glance", "webPanel", "dialog", "action"]
 def page_audience(integration: str) -> str:
     """The ``aud`` of the JWTs minted for ``integration``'s pages."""
     return f"addon-page:{integration}"
+
+
+def page_key(oauth_secret: str) -> str:
+    """The HS256 key of page tokens: HMAC-SHA256 of a fixed label with the installation's secret."""
+    return hmac.new(oauth_secret.encode(), b"hipchat-addon page token", hashlib.sha256).hexdigest()
 
 
 def mint_page_token(
@@ -54,7 +64,7 @@ def mint_page_token(
     context: dict[str, object] = {"room_id": claims.room_id, "user_tz": claims.user_tz, **flags}
     return sign_jwt(
         installation.oauth_id,
-        installation.oauth_secret.value,
+        page_key(installation.oauth_secret.value),
         now=now,
         sub=claims.sub,
         lifetime=PAGE_TOKEN_LIFETIME,

@@ -12,7 +12,9 @@ import dataclasses
 import html
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import jinja2
 import jwt
@@ -28,7 +30,13 @@ from addon.routes import _InstallationLookup, error_response, read_json
 from addon.ui.config import ConfigStore
 from addon.ui.extensions import Extension
 from addon.ui.origins import frame_ancestors, hipchat_js_base, is_hipchat_origin, origin_of
-from addon.ui.request import PAGE_TOKEN_LIFETIME, UIRequest, mint_page_token, page_audience
+from addon.ui.request import (
+    PAGE_TOKEN_LIFETIME,
+    UIRequest,
+    mint_page_token,
+    page_audience,
+    page_key,
+)
 from addon.ui.static import read_static
 from addon.ui.values import Glance, Page
 
@@ -39,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["UIService", "ui_routes"]
 
 log = logging.getLogger("addon.ui")
-_BUILTIN_TEMPLATES = __import__("pathlib").Path(__file__).parent / "templates"
+_BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 _PAGE_KINDS = {"panel": "webPanel", "dialog": "dialog", "page": "externalPage"}
 _FLAGS = ("user_is_admin", "user_is_room_owner")
 _MAX_JTI = 128
@@ -87,13 +95,20 @@ class UIService:
         """Verify the request's JWT exactly as the webhook route does; ``AuthError`` else."""
         addon = self.addon
         token = extract_jwt(request.headers, request.query_params, None)
+        audience = _unverified(token).get("aud")
         lookup = _InstallationLookup(addon)
+
+        async def secret_for(oauth_id: str) -> str | None:
+            # A page token is signed with a key derived from the secret (see page_key), so
+            # that no verifier of HipChat's own JWTs (the webhook route) ever accepts one.
+            secret = await lookup.secret_for(oauth_id)
+            return page_key(secret) if secret is not None and audience is not None else secret
+
         claims = await verify_jwt(
-            token, lookup.secret_for, now=addon.now(), leeway=addon.settings.jwt_leeway
+            token, secret_for, now=addon.now(), leeway=addon.settings.jwt_leeway
         )
         installation = lookup.found or await addon.installations.require(claims.iss)
-        payload = jwt.decode(token, options={"verify_signature": False})  # verified just above
-        audience = payload.get("aud")
+        payload = _unverified(token)  # verified just above
         if audience is None:
             await self.accept_once(claims)
         elif audience != page_audience(integration) or not page_token_ok:
@@ -148,6 +163,14 @@ class UIService:
         )
 
 
+def _unverified(token: str) -> dict[str, Any]:
+    try:
+        payload = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return {}  # verify_jwt refuses it, saying why
+    return payload if isinstance(payload, dict) else {}
+
+
 def _ui(request: Request) -> UIService:
     service: UIService = request.app.state.ui
     return service
@@ -181,8 +204,6 @@ def _cors(
 
 
 def _listed_origin(origin: str, service: UIService) -> bool:
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(origin)
         return bool(parts.hostname) and service.addon.hosts.is_allowed(
