@@ -37,7 +37,7 @@ from addon.seal import Sealer
 from addon.settings import Settings, settings_from_process
 from addon.store import Keys, Store, open_store
 from addon.tokens import TokenService
-from addon.ui.extensions import descriptor_entries
+from addon.ui.descriptor import descriptor_entries
 from addon.ui.routes import UIService, ui_routes
 from addon.webhooks import Dispatcher
 

@@ -20,7 +20,7 @@ from addon.jwt_auth import sign_jwt
 from addon.settings import Settings
 from addon.store import Store
 from addon.testing import FakeHipChat, FakeRestAPI, Installed
-from addon.ui.extensions import descriptor_entries
+from addon.ui.descriptor import descriptor_entries
 from addon.ui.request import DynamicExtensions, page_key
 from tests.helpers import REPO, settings_for, store_snapshot
 

@@ -8,35 +8,26 @@ A refused token gets 401: a small HTML page for pages, JSON for glances and APIs
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jinja2
-import jwt
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
-from addon.errors import AddonError, AuthError, Forbidden, InvalidJWT, NotFound
+from addon.errors import AddonError, AuthError, Forbidden, NotFound
 from addon.installations import Installation
-from addon.jwt_auth import Claims, extract_jwt, verify_jwt
-from addon.routes import _InstallationLookup, error_response, read_json
+from addon.routes import error_response, read_json
+from addon.ui.auth import UIAuth, Verified
 from addon.ui.config import ConfigStore
 from addon.ui.extensions import Extension
 from addon.ui.origins import frame_ancestors, hipchat_js_base, is_hipchat_origin, origin_of
-from addon.ui.request import (
-    PAGE_TOKEN_LIFETIME,
-    UIRequest,
-    mint_page_token,
-    page_audience,
-    page_key,
-)
+from addon.ui.request import UIRequest, mint_page_token
 from addon.ui.static import read_static
 from addon.ui.values import Glance, Page
 
@@ -49,17 +40,6 @@ __all__ = ["UIService", "ui_routes"]
 log = logging.getLogger("addon.ui")
 _BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 _PAGE_KINDS = {"panel": "webPanel", "dialog": "dialog", "page": "externalPage"}
-_FLAGS = ("user_is_admin", "user_is_room_owner")
-_MAX_JTI = 128
-
-
-@dataclasses.dataclass(frozen=True)
-class Verified:
-    """A verified UI request: its claims, installation and admin flags."""
-
-    claims: Claims
-    installation: Installation
-    flags: Mapping[str, bool]
 
 
 class UIService:
@@ -69,6 +49,7 @@ class UIService:
         self.addon = addon
         self.integrations = {i.key: i for i in addon.integrations}
         self.configs = ConfigStore(addon.store, addon.keys)
+        self.auth = UIAuth(addon)
         self._templates: dict[str, Jinja2Templates] = {}
 
     def integration(self, key: str) -> Integration:
@@ -92,52 +73,11 @@ class UIService:
         return self._templates[integration.key]
 
     async def verify(self, request: Request, integration: str, *, page_token_ok: bool) -> Verified:
-        """Verify the request's JWT exactly as the webhook route does; ``AuthError`` else."""
-        addon = self.addon
-        token = extract_jwt(request.headers, request.query_params, None)
-        audience = _unverified(token).get("aud")
-        lookup = _InstallationLookup(addon)
-
-        async def secret_for(oauth_id: str) -> str | None:
-            # A page token is signed with a key derived from the secret (see page_key), so
-            # that no verifier of HipChat's own JWTs (the webhook route) ever accepts one.
-            secret = await lookup.secret_for(oauth_id)
-            return page_key(secret) if secret is not None and audience is not None else secret
-
-        claims = await verify_jwt(
-            token, secret_for, now=addon.now(), leeway=addon.settings.jwt_leeway
+        """Verify the request's JWT (``addon.ui.auth``); ``AuthError`` when it does not."""
+        query = request.query_params
+        return await self.auth.verify(
+            request.headers, query, integration, page_token_ok=page_token_ok
         )
-        installation = lookup.found or await addon.installations.require(claims.iss)
-        payload = _unverified(token)  # verified just above
-        if audience is None:
-            await self.accept_once(claims)
-        elif audience != page_audience(integration) or not page_token_ok:
-            raise InvalidJWT(f"The JWT from {claims.iss!r} is a page token for another use")
-        elif claims.exp - claims.iat > PAGE_TOKEN_LIFETIME:
-            raise InvalidJWT(f"The page token from {claims.iss!r} lives longer than allowed")
-        if installation.room_id is not None and claims.room_id not in (None, installation.room_id):
-            raise InvalidJWT(f"Installation {claims.iss!r} is installed in one other room only")
-        context = payload.get("context")
-        flags = {
-            k: v for k, v in (context if isinstance(context, dict) else {}).items() if k in _FLAGS
-        }
-        return Verified(
-            claims, installation, {k: v for k, v in flags.items() if isinstance(v, bool)}
-        )
-
-    async def accept_once(self, claims: Claims) -> None:
-        """Replay protection: a HipChat-signed UI request's ``jti`` is accepted once.
-
-        The single call site for the JWT replay claim; when ``addon.jwt_auth`` gains the shared,
-        store-backed claim the webhook route uses, call that here instead.
-        """
-        if claims.jti is None or len(claims.jti) > _MAX_JTI:
-            raise InvalidJWT(f"The JWT from {claims.iss!r} has no usable 'jti'; sign a fresh one")
-        addon = self.addon
-        ttl = max(1.0, claims.exp - addon.now() + addon.settings.jwt_leeway)
-        key = addon.keys.ui_jti(claims.iss, claims.jti)
-        if not await addon.store.put_if_absent(key, "1", ttl=ttl):
-            raise InvalidJWT(f"The JWT from {claims.iss!r} was already used; sign a fresh one")
 
     def ui_request(
         self, integration: Integration, verified: Verified, request: Request, body: Any = None
@@ -161,14 +101,6 @@ class UIService:
             static_url=self.addon.settings.url_for(f"/static/{integration.key}"),
             log=logging.LoggerAdapter(logger, extra),
         )
-
-
-def _unverified(token: str) -> dict[str, Any]:
-    try:
-        payload = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
-        return {}  # verify_jwt refuses it, saying why
-    return payload if isinstance(payload, dict) else {}
 
 
 def _ui(request: Request) -> UIService:
