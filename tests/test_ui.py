@@ -604,3 +604,26 @@ def test_hipchat_cloud_origins_cover_the_groups_subdomains() -> None:
     assert frame_ancestors(server) == "https://chat.corp:8443"
     assert not is_hipchat_origin("https://x.chat.corp:8443", server, addon_origin)
     assert hipchat_js_base(server) == "https://chat.corp:8443/atlassian-connect"
+
+
+def test_conditions_pass_through_and_external_pages_get_urls(tmp_path: Path) -> None:
+    integration = Integration("notes", assets=tmp_path)
+    integration.external_page("notes-site", name="Notes site")(_noop)
+    public = {"condition": "room_is_public", "invert": True}
+    integration.action(
+        "open",
+        name="Open",
+        target="notes-site",
+        location="hipchat.input.action",
+        conditions=[public],
+    )
+    entries = descriptor_entries([integration], _url_for)
+    assert entries["externalPage"] == [
+        {
+            "key": "notes-site",
+            "name": {"value": "Notes site"},
+            "url": "http://addon.test/ui/notes/page/notes-site",
+        }
+    ]
+    assert entries["action"][0]["conditions"] == [public]
+    assert entries["action"][0]["location"] == "hipchat.input.action"
