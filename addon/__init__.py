@@ -21,19 +21,26 @@ from addon.errors import AddonError, ApprovalRequired, HipChatAPIError, Integrat
 from addon.hipchat import HipChatClient
 from addon.integrations import Integration
 from addon.settings import Settings
+from addon.ui.request import UIRequest
+from addon.ui.values import Glance, Icon, Lozenge, Page
 
 __all__ = [
     "AddonError",
     "ApprovalRequired",
+    "Glance",
     "HipChatAPIError",
     "HipChatClient",
+    "Icon",
     "Integration",
     "IntegrationError",
+    "Lozenge",
+    "Page",
     "Room",
     "RoomEvent",
     "RoomMessage",
     "Sender",
     "Settings",
     "Storage",
+    "UIRequest",
     "create_app",
 ]

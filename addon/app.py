@@ -37,6 +37,8 @@ from addon.seal import Sealer
 from addon.settings import Settings, settings_from_process
 from addon.store import Keys, Store, open_store
 from addon.tokens import TokenService
+from addon.ui.descriptor import descriptor_entries
+from addon.ui.routes import UIService, ui_routes
 from addon.webhooks import Dispatcher
 
 __all__ = ["Addon", "create_app", "create_app_from_environ"]
@@ -92,7 +94,8 @@ def build_addon_descriptor(
         integrations = load_all_integrations(settings)
     webhooks = [spec for integration in integrations for spec in integration.webhooks()]
     scopes = {scope for integration in integrations for scope in integration.scopes}
-    descriptor = build_descriptor(settings, capabilities, webhooks, scopes)
+    ui = descriptor_entries(integrations, settings.url_for, capabilities.extensions)
+    descriptor = build_descriptor(settings, capabilities, webhooks, scopes, ui)
     validate_descriptor(descriptor)
     return descriptor
 
@@ -194,12 +197,13 @@ def create_app(
             await addon.aclose()
 
     app = Starlette(
-        routes=routes(),
+        routes=[*routes(), *ui_routes()],
         exception_handlers=exception_handlers(),
         middleware=[Middleware(MetricsMiddleware, metrics=addon.metrics)],
         lifespan=lifespan,
     )
     app.state.addon = addon
+    app.state.ui = UIService(addon)
     return app
 
 

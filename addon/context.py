@@ -14,7 +14,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, overload
 
 from addon.errors import QuotaExceeded, StoreUnavailable, UnknownInstallation
 from addon.installations import Installation
@@ -25,6 +25,7 @@ from addon.store import Keys, MapUpdate, Outcome, Store, lock
 if TYPE_CHECKING:
     from addon.hipchat import HipChatClient
     from addon.integrations import Integration  # the integration a context belongs to
+    from addon.ui.request import GlancePusher
 
 __all__ = [
     "COLORS",
@@ -280,6 +281,28 @@ class Context:
             self.integration.key,
             quota=runtime.settings.storage_quota,
         )
+
+    @overload
+    async def config(self) -> dict[str, Any]: ...
+    @overload
+    async def config(self, schema: type[_T]) -> _T: ...
+    async def config(self, schema: type[Any] | None = None) -> Any:
+        """The integration's settings in this installation (``addon.ui.config``)."""
+        from addon.ui.config import ConfigStore, build  # addon.ui builds on this module
+
+        configs = ConfigStore(self.runtime.store, self.runtime.keys)
+        integration = self.integration
+        oauth_id, fields = self.installation.oauth_id, integration.settings_fields
+        values = await configs.load(oauth_id, integration.key, fields)
+        return values if schema is None else build(integration.settings_type(schema), values)
+
+    @property
+    def glances(self) -> GlancePusher:
+        """Push glance updates: ``await message.glances.update(key, Glance(...), room=...)``."""
+        from addon.ui.request import GlancePusher
+
+        static_url = self.runtime.settings.url_for(f"/static/{self.integration.key}")
+        return GlancePusher(self.client, self.integration, static_url)
 
     async def reply(
         self,

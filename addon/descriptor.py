@@ -107,8 +107,9 @@ def build_descriptor(
     capabilities: Capabilities,
     webhooks: Sequence[WebhookSpec] = (),
     scopes: Iterable[str] = (),
+    ui: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The descriptor: ``capabilities`` merged with the integrations' webhooks and scopes."""
+    """The descriptor: ``capabilities`` merged with the integrations' webhooks, scopes and UI."""
     all_scopes = sorted({*capabilities.scopes, *scopes})
     consumer: dict[str, Any] = {"scopes": all_scopes}
     if capabilities.from_name:
@@ -124,6 +125,8 @@ def build_descriptor(
         body["webhook"] = [_webhook(settings, i, hook) for i, hook in enumerate(webhooks)]
     for name, value in capabilities.extensions.items():
         body[name] = _absolute(settings, value)
+    for name, value in (ui or {}).items():  # UI declared in Python (addon.ui), URLs absolute
+        body[name] = [*body.get(name, []), *value] if isinstance(value, list) else value
     descriptor: dict[str, Any] = {
         "key": capabilities.key,
         "name": capabilities.name,

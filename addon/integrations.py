@@ -51,6 +51,7 @@ from addon.context import (
 )
 from addon.descriptor import EVENTS, SCOPES, WebhookSpec
 from addon.errors import IntegrationError
+from addon.ui.extensions import UIDeclarations
 
 __all__ = [
     "JSON",
@@ -108,8 +109,8 @@ class Command:
     handler: Handler[RoomMessage]
 
 
-class Integration:
-    """A named set of handlers: slash commands, message patterns and room events.
+class Integration(UIDeclarations):
+    """A named set of handlers: slash commands, message patterns, room events and UI extensions.
 
     ```python
     from addon import Integration, RoomMessage
@@ -124,6 +125,7 @@ class Integration:
     async def wave(message: RoomMessage) -> None:
         await message.reply(f"Hello, @{message.sender.mention_name}")
     ```
+    UI extensions (glances, panels, dialogs, actions, pages, ``settings=``): ``addon.ui``.
     """
 
     def __init__(
@@ -133,6 +135,8 @@ class Integration:
         name: str | None = None,
         scopes: Iterable[str] = ("send_notification",),
         description: str = "",
+        settings: type | None = None,
+        assets: Path | None = None,
     ) -> None:
         if not isinstance(key, str) or not _KEY.fullmatch(key):
             raise IntegrationError(
@@ -145,6 +149,7 @@ class Integration:
         self.commands: dict[str, Command] = {}
         self.patterns: list[tuple[re.Pattern[str], Handler[RoomMessage]]] = []
         self.events: list[tuple[str, Handler[RoomEvent]]] = []
+        self._init_ui(settings, assets)
 
     def __repr__(self) -> str:
         return f"Integration(key={self.key!r}, commands={sorted(self.commands)!r})"

@@ -23,7 +23,6 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import hashlib
 import inspect
 import logging
 import re
@@ -62,7 +61,6 @@ log = logging.getLogger("addon.webhooks")
 _T = TypeVar("_T")
 _C = TypeVar("_C", RoomMessage, RoomEvent)
 _COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
-_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,10 +299,10 @@ class Dispatcher:
         keys, oauth_id = self._runtime.keys, scope.installation.oauth_id
         entries: list[tuple[str, str, float | None]] = []
         if signed is not None:
-            entries.append((keys.jwt_id(oauth_id, _safe(signed.jti)), scope.request_id, signed.ttl))
+            entries.append((keys.jwt_id(oauth_id, signed.jti), scope.request_id, signed.ttl))
         message_id = scope.hook.message_id
         if has_jobs and message_id is not None:
-            key = keys.seen_message(oauth_id, _safe(message_id))
+            key = keys.seen_message(oauth_id, message_id)
             entries.append((key, scope.request_id, SEEN_TTL))
         if not entries:
             return True
@@ -462,13 +460,6 @@ def _split_command(text: str) -> tuple[str | None, str]:
     if match is None:
         return None, text
     return match.group(1).lower(), match.group(2).rstrip()
-
-
-def _safe(identifier: str) -> str:
-    """``identifier`` as a key part: kept when plain, hashed when it holds anything else."""
-    if _SAFE_ID.fullmatch(identifier):
-        return identifier
-    return hashlib.sha256(identifier.encode()).hexdigest()
 
 
 def _room_of(hook: Webhook, installation: Installation, signed: Signed | None) -> Room:

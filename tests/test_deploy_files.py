@@ -483,12 +483,24 @@ def test_ci_installs_redis_server_when_missing_then_runs_the_tests(ci: CiSandbox
     assert ci.calls() == [
         "apt-get update DEBIAN_FRONTEND=noninteractive",
         "apt-get install -y --no-install-recommends redis-server DEBIAN_FRONTEND=noninteractive",
+        "apt-get update DEBIAN_FRONTEND=noninteractive",
+        "apt-get install -y --no-install-recommends chromium DEBIAN_FRONTEND=noninteractive",
         "scripts/test [] CI=true",
     ]
 
 
+def test_ci_runs_the_tests_when_chromium_cannot_be_installed(ci: CiSandbox) -> None:
+    _stub(ci.bin / "redis-server", "exit 0")
+    _stub(ci.bin / "apt-get", 'echo "apt-get $*" >> "$LOG"; exit 100')
+    result = ci()
+    assert result.returncode == 0, result.stderr
+    assert "browser test will be skipped" in result.stderr
+    assert ci.calls()[-1] == "scripts/test [] CI=true"
+
+
 def test_ci_uses_the_redis_server_on_path(ci: CiSandbox) -> None:
     _stub(ci.bin / "redis-server", "exit 0")
+    _stub(ci.bin / "chromium", "exit 0")
     result = ci()
     assert result.returncode == 0, result.stderr
     assert ci.calls() == ["scripts/test [] CI=true"]
@@ -496,6 +508,7 @@ def test_ci_uses_the_redis_server_on_path(ci: CiSandbox) -> None:
 
 def test_ci_fails_when_the_tests_fail_or_none_ran(ci: CiSandbox) -> None:
     _stub(ci.bin / "redis-server", "exit 0")
+    _stub(ci.bin / "chromium", "exit 0")
     _stub(ci.run.parent.parent / "scripts" / "test", "exit 5")  # pytest: no tests collected
     assert ci().returncode == 5
 

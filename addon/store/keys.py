@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 
 __all__ = ["STORAGE_MAP_SUFFIX", "Keys"]
 
@@ -45,11 +47,11 @@ class Keys:
         return f"{self.prefix}:client-gone:{oauth_id}"
 
     def seen_message(self, oauth_id: str, message_id: str) -> str:
-        return f"{self.prefix}:seen:{oauth_id}:{message_id}"
+        return f"{self.prefix}:seen:{oauth_id}:{_part(message_id)}"
 
     def jwt_id(self, oauth_id: str, jti: str) -> str:
         """A signed request's ``jti``, remembered until its ``exp`` so it is accepted once."""
-        return f"{self.prefix}:jti:{oauth_id}:{jti}"
+        return f"{self.prefix}:jti:{oauth_id}:{_part(jti)}"
 
     def storage(self, owner: str, integration: str) -> str:
         """An integration's storage: a map, one field per name (``owner`` is an oauth_id)."""
@@ -64,6 +66,10 @@ class Keys:
 
     def storage_lock(self, owner: str, integration: str) -> str:
         return f"{self.prefix}:lock:{owner}:storage:{integration}"
+
+    def config(self, oauth_id: str, integration: str) -> str:
+        """An integration's settings in one installation (its configuration page saves them)."""
+        return f"{self.prefix}:config:{oauth_id}:{integration}"
 
     def storage_prefix(self) -> str:
         return f"{self.prefix}:storage:"
@@ -83,5 +89,16 @@ class Keys:
             f"{p}:seen:{oauth_id}:",
             f"{p}:jti:{oauth_id}:",
             f"{p}:storage:{oauth_id}:",
+            f"{p}:config:{oauth_id}:",
         ]
         return exact, prefixes
+
+
+_SAFE_PART = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _part(identifier: str) -> str:
+    """``identifier`` as a key part: kept when plain, hashed when it holds anything else."""
+    if _SAFE_PART.fullmatch(identifier):
+        return identifier
+    return hashlib.sha256(identifier.encode()).hexdigest()

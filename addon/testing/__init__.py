@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from addon.testing.api import FakeRestAPI, RecordedRequest
 from addon.testing.fake import Call, FakeHipChat, FakeHipChatError, Installed, OAuthClient
+from addon.testing.ui import GlancePush, LoadedPage
 
 __all__ = [
     "Call",
     "FakeHipChat",
     "FakeHipChatError",
     "FakeRestAPI",
+    "GlancePush",
     "Installed",
+    "LoadedPage",
     "OAuthClient",
     "RecordedRequest",
 ]

@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from addon.jwt_auth import sign_jwt
 from addon.testing.api import FakeRestAPI
+from addon.testing.ui import UIClientSide
 
 __all__ = ["Call", "FakeHipChat", "FakeHipChatError", "Installed", "OAuthClient"]
 
@@ -115,8 +116,11 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"code": status, "message": message, "type": kind}}, status)
 
 
-class FakeHipChat:
-    """HipChat, as far as an add-on can tell. See the module docstring for an example."""
+class FakeHipChat(UIClientSide):
+    """HipChat, as far as an add-on can tell. See the module docstring for an example.
+
+    UI extensions (glances, pages, glance pushes): ``addon.testing.ui.UIClientSide``.
+    """
 
     def __init__(
         self,
