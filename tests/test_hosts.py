@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Sequence
+
+import httpx
 import pytest
 
 from addon.errors import HostNotAllowed
-from addon.hosts import HostPolicy
+from addon.hosts import HostPolicy, PinnedTransport, Resolver, resolve_host
+from addon.testing import FakeHipChat
 
 LISTED = HostPolicy(("api.hipchat.com", "hipchat.example.com:8443", "10.1.2.3"))
 STAR = HostPolicy(("*", "127.0.0.1:9000"))
@@ -16,7 +21,7 @@ STAR = HostPolicy(("*", "127.0.0.1:9000"))
     [
         "https://api.hipchat.com/v2/capabilities",
         "https://API.HipChat.com./v2/",
-        "http://api.hipchat.com:8080/v2/",
+        "https://api.hipchat.com:443/v2/",
         "https://hipchat.example.com:8443/v2/",
         "http://10.1.2.3/v2/capabilities",
     ],
@@ -31,6 +36,9 @@ def test_listed_hosts_pass(url: str) -> None:
         "https://evil.example/",
         "https://api.hipchat.com.evil.example/",
         "https://hipchat.example.com/",  # listed only with port 8443
+        "http://api.hipchat.com:8080/v2/",  # listed without a port: the default port only
+        "http://api.hipchat.com:443/v2/",  # 443 is https's port, not http's
+        "https://api.hipchat.com:6379/",
         "https://user@api.hipchat.com/",
         "ftp://api.hipchat.com/",
         "//api.hipchat.com/",
@@ -65,6 +73,16 @@ def test_unlisted_or_malformed_urls_are_refused(url: object) -> None:
         "http://localhost/",
         "http://foo.localhost/",
         "http://224.0.0.1/",
+        "http://localhost./",
+        "http://100.64.0.1/",  # shared address space (carrier-grade NAT)
+        "http://[::ffff:127.0.0.1]/",  # IPv4-mapped
+        "http://[::127.0.0.1]/",  # IPv4-compatible
+        "http://[64:ff9b::7f00:1]/",  # NAT64
+        "http://[64:ff9b::a00:1]/",  # NAT64 of 10.0.0.1
+        "http://[2002:7f00:1::]/",  # 6to4
+        "http://[2002:a9fe:a9fe::]/",  # 6to4 of 169.254.169.254
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",  # Teredo, client 192.0.2.45
+        "http://[64:ff9b:1::1]/",  # local-use NAT64
     ],
 )
 def test_star_refuses_internal_addresses_unless_listed(url: str) -> None:
@@ -83,3 +101,145 @@ def test_the_message_names_the_field_and_the_fix() -> None:
         LISTED.check("https://evil.example/", what="capabilitiesUrl")
     assert "capabilitiesUrl" in str(error.value)
     assert "ADDON_HIPCHAT_HOSTS" in str(error.value)
+
+
+def test_embedded_public_ipv4_is_judged_by_its_ipv4_address() -> None:
+    assert STAR.check("http://[64:ff9b::808:808]/", what="url")  # NAT64 of 8.8.8.8
+    assert STAR.check("http://[2002:808:808::]/", what="url")  # 6to4 of 8.8.8.8
+
+
+def resolver(table: dict[str, list[str]], calls: list[str] | None = None) -> Resolver:
+    """A resolver answering from ``table`` (unknown names fail as getaddrinfo does)."""
+
+    async def resolve(host: str) -> Sequence[str]:
+        if calls is not None:
+            calls.append(host)
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return table[host]
+
+    return resolve
+
+
+PUBLIC = "93.184.216.34"
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["127.0.0.1"],
+        ["::1"],
+        ["10.0.0.7"],
+        ["169.254.169.254"],
+        [PUBLIC, "127.0.0.1"],  # every address is checked, not only the first
+        ["::ffff:127.0.0.1"],
+        ["64:ff9b::7f00:1"],
+        ["2002:7f00:1::"],
+        ["0.0.0.0"],
+        ["100.64.0.1"],
+    ],
+    ids=str,
+)
+@pytest.mark.anyio
+async def test_star_refuses_names_that_resolve_to_internal_addresses(addresses: list[str]) -> None:
+    policy = HostPolicy(("*",), resolve=resolver({"evil.test": addresses}))
+    with pytest.raises(HostNotAllowed, match="internal address"):
+        await policy.pin(httpx.URL("https://evil.test/capabilities"))
+
+
+@pytest.mark.anyio
+async def test_pin_returns_the_checked_address_after_one_lookup() -> None:
+    calls: list[str] = []
+    policy = HostPolicy(("*",), resolve=resolver({"hipchat.example": [PUBLIC, "8.8.8.8"]}, calls))
+    assert await policy.pin(httpx.URL("https://hipchat.example/v2/")) == PUBLIC
+    assert calls == ["hipchat.example"]
+
+
+@pytest.mark.anyio
+async def test_a_listed_host_may_resolve_to_an_internal_address() -> None:
+    policy = HostPolicy(("hipchat.corp",), resolve=resolver({"hipchat.corp": ["10.1.2.3"]}))
+    assert await policy.pin(httpx.URL("https://hipchat.corp/v2/")) == "10.1.2.3"
+    with pytest.raises(HostNotAllowed):  # but only on the scheme's default port
+        await policy.pin(httpx.URL("https://hipchat.corp:6379/"))
+
+
+@pytest.mark.anyio
+async def test_a_listed_address_may_be_reached_through_a_name() -> None:
+    policy = HostPolicy(("*", "127.0.0.1:9000"), resolve=resolver({"dev.test": ["127.0.0.1"]}))
+    assert await policy.pin(httpx.URL("http://dev.test:9000/")) == "127.0.0.1"
+    with pytest.raises(HostNotAllowed):
+        await policy.pin(httpx.URL("http://dev.test:6379/"))
+
+
+@pytest.mark.anyio
+async def test_a_name_that_does_not_resolve_is_refused() -> None:
+    policy = HostPolicy(("*",), resolve=resolver({}))
+    with pytest.raises(HostNotAllowed, match="could not be resolved"):
+        await policy.pin(httpx.URL("https://nowhere.test/"))
+
+
+@pytest.mark.anyio
+async def test_pin_checks_literals_and_ports_too() -> None:
+    policy = HostPolicy(("*",), resolve=resolver({}))
+    assert await policy.pin(httpx.URL(f"https://{PUBLIC}/")) == PUBLIC
+    for url in ("http://[::ffff:127.0.0.1]/", "http://localhost/", "http://127.0.0.1:6379/"):
+        with pytest.raises(HostNotAllowed):
+            await policy.pin(httpx.URL(url))
+
+
+@pytest.mark.anyio
+async def test_the_system_resolver_is_asked_through_the_event_loop() -> None:
+    assert {"127.0.0.1", "::1"} & set(await resolve_host("localhost"))
+
+
+@pytest.mark.anyio
+async def test_the_pinned_transport_connects_to_the_checked_address() -> None:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    # A rebinding resolver: public for the check, loopback for anyone who asks again.
+    answers = iter([[PUBLIC], ["127.0.0.1"], ["127.0.0.1"]])
+
+    async def rebinding(host: str) -> Sequence[str]:
+        return next(answers)
+
+    policy = HostPolicy(("*",), resolve=rebinding)
+    transport = PinnedTransport(policy, transport=httpx.MockTransport(record))
+    async with httpx.AsyncClient(transport=transport) as http:
+        response = await http.get("https://hipchat.example/v2/room?x=1")
+
+    assert response.json() == {"ok": True}
+    assert str(response.request.url) == "https://hipchat.example/v2/room?x=1"
+    [sent] = seen
+    assert sent.url == httpx.URL(f"https://{PUBLIC}/v2/room?x=1")
+    assert sent.headers["host"] == "hipchat.example"
+    assert sent.extensions["sni_hostname"] == "hipchat.example"
+
+
+@pytest.mark.anyio
+async def test_the_pinned_transport_refuses_before_connecting() -> None:
+    seen: list[httpx.Request] = []
+    policy = HostPolicy(("*",), resolve=resolver({"evil.test": ["127.0.0.1"]}))
+    inner = httpx.MockTransport(lambda request: seen.append(request) or httpx.Response(200))
+    async with httpx.AsyncClient(transport=PinnedTransport(policy, transport=inner)) as http:
+        with pytest.raises(HostNotAllowed):
+            await http.get("http://evil.test/")
+    assert seen == []
+
+
+@pytest.mark.anyio
+async def test_the_pinned_transport_reaches_a_real_server_by_the_checked_address(
+    live_hipchat: FakeHipChat,
+) -> None:
+    """hipchat.test resolves nowhere but in our table: the request can only use that answer."""
+    port = httpx.URL(live_hipchat.base_url).port
+    policy = HostPolicy(
+        (f"hipchat.test:{port}",), resolve=resolver({"hipchat.test": ["127.0.0.1"]})
+    )
+    async with httpx.AsyncClient(transport=PinnedTransport(policy)) as http:
+        response = await http.get(f"http://hipchat.test:{port}/v2/capabilities")
+    assert response.status_code == 200
+    assert response.json()["links"]["self"]
