@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from addon.bodies import read_capped
 from addon.descriptor import Capabilities
 from addon.errors import (
     AddonError,
@@ -27,7 +28,6 @@ from addon.errors import (
     RequestError,
     UpstreamError,
 )
-from addon.bodies import read_capped
 from addon.hosts import HostPolicy
 from addon.installations import Installation, InstallationRepository, InstallPayload
 from addon.tokens import TokenService, client_credentials

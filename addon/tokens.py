@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
-from addon.errors import ApprovalRequired, ClientGone, HostNotAllowed, RequestError, TokenError
 from addon.bodies import read_capped
+from addon.errors import ApprovalRequired, ClientGone, HostNotAllowed, RequestError, TokenError
 from addon.installations import Installation
 from addon.seal import Sealer
 from addon.store import Keys, Store, lock

@@ -223,7 +223,12 @@ async def test_the_pinned_transport_connects_to_the_checked_address() -> None:
 async def test_the_pinned_transport_refuses_before_connecting() -> None:
     seen: list[httpx.Request] = []
     policy = HostPolicy(("*",), resolve=resolver({"evil.test": ["127.0.0.1"]}))
-    inner = httpx.MockTransport(lambda request: seen.append(request) or httpx.Response(200))
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    inner = httpx.MockTransport(record)
     async with httpx.AsyncClient(transport=PinnedTransport(policy, transport=inner)) as http:
         with pytest.raises(HostNotAllowed):
             await http.get("http://evil.test/")

@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from addon.errors import HipChatAPIError, HostNotAllowed, UpstreamError
 from addon.bodies import read_capped
+from addon.errors import HipChatAPIError, HostNotAllowed, UpstreamError
 from addon.hipchat.operations import OPERATIONS_BY_NAME, Operation
 
 __all__ = ["PathParams", "Query", "Transport", "encode_query", "error_message", "expand_path"]
