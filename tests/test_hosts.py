@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import httpx
 import pytest
@@ -248,3 +248,29 @@ async def test_the_pinned_transport_reaches_a_real_server_by_the_checked_address
         response = await http.get(f"http://hipchat.test:{port}/v2/capabilities")
     assert response.status_code == 200
     assert response.json()["links"]["self"]
+
+
+class RetryOnce(httpx.Auth):
+    """Sends the request again after the first answer, as HipChatAuth does after a 401."""
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        yield request
+        yield request
+
+
+@pytest.mark.anyio
+async def test_a_request_sent_again_by_an_auth_flow_is_checked_and_pinned_again() -> None:
+    seen: list[httpx.URL] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(401 if len(seen) == 1 else 200)
+
+    policy = HostPolicy(("hipchat.example",), resolve=resolver({"hipchat.example": [PUBLIC]}))
+    transport = PinnedTransport(policy, transport=httpx.MockTransport(record))
+    async with httpx.AsyncClient(transport=transport) as http:
+        response = await http.get("https://hipchat.example/v2/room", auth=RetryOnce())
+    assert response.status_code == 200
+    assert seen == [httpx.URL(f"https://{PUBLIC}/v2/room")] * 2
