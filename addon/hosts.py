@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -119,24 +120,36 @@ class HostPolicy:
 class PinnedTransport(httpx.AsyncBaseTransport):
     """Sends each request to the address ``policy.pin`` checked, keeping ``Host`` and TLS SNI.
 
+    Each host name gets its own connection pool: pools are keyed by address, and a connection
+    whose TLS was verified for one name must never carry a request for another name that
+    happens to resolve to the same address. ``transport`` (tests) replaces them all.
+
     ```python
     http = httpx.AsyncClient(transport=PinnedTransport(HostPolicy(("api.hipchat.com",))))
     ```
     """
 
     def __init__(
-        self, policy: HostPolicy, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        policy: HostPolicy,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_pools: int = 64,
     ) -> None:
         self.policy = policy
-        # trust_env=False: no proxy from the environment, which would connect elsewhere.
-        self.transport = transport or httpx.AsyncHTTPTransport(trust_env=False)
+        self.shared = transport
+        self.ssl_context = ssl_context
+        self.max_pools = max_pools
+        self.pools: dict[str, httpx.AsyncBaseTransport] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Check and pin ``request``'s host, then send it to that address."""
         address = await self.policy.pin(request.url)
+        host = request.url.host
         extensions = dict(request.extensions)
-        if request.url.scheme == "https":
-            extensions["sni_hostname"] = request.url.host
+        if request.url.scheme == "https" and _ip(host) is None:
+            extensions["sni_hostname"] = host  # TLS SNI and certificate checks use the name
         # A new request: an auth flow may send the original again, and it must be checked again.
         pinned = httpx.Request(
             request.method,
@@ -145,11 +158,28 @@ class PinnedTransport(httpx.AsyncBaseTransport):
             stream=request.stream,
             extensions=extensions,
         )
-        return await self.transport.handle_async_request(pinned)
+        transport = self.shared or await self._pool_for(host.lower())
+        return await transport.handle_async_request(pinned)
+
+    async def _pool_for(self, host: str) -> httpx.AsyncBaseTransport:
+        pool = self.pools.get(host)
+        if pool is None:
+            if len(self.pools) >= self.max_pools:  # only under "*": many names, development
+                await self.pools.pop(next(iter(self.pools))).aclose()
+            if self.ssl_context is None:  # one for all pools, made when first needed
+                self.ssl_context = httpx.create_ssl_context()
+            # trust_env=False: no proxy from the environment, which would connect elsewhere.
+            pool = httpx.AsyncHTTPTransport(verify=self.ssl_context, trust_env=False)
+            self.pools[host] = pool
+        return pool
 
     async def aclose(self) -> None:
-        """Close the connections of the wrapped transport."""
-        await self.transport.aclose()
+        """Close every connection pool (or the transport passed in)."""
+        pools, self.pools = [*self.pools.values()], {}
+        if self.shared is not None:
+            pools.append(self.shared)
+        for pool in pools:
+            await pool.aclose()
 
 
 def _bare(host: str) -> str:

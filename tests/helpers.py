@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -74,9 +75,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(app: ASGIApp, port: int) -> Iterator[None]:
-    """Serve ``app`` with uvicorn on 127.0.0.1:``port`` in a thread while the block runs."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+def served(app: ASGIApp, port: int, **options: Any) -> Iterator[None]:
+    """Serve ``app`` with uvicorn on 127.0.0.1:``port`` in a thread while the block runs.
+
+    ``options`` go to ``uvicorn.Config`` (``ssl_certfile=``, ``ssl_keyfile=``...).
+    """
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
+import ssl
 from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from addon.errors import HostNotAllowed
+from addon.errors import HostNotAllowed, TokenError, UpstreamError
+from addon.hipchat import HipChatClient
 from addon.hosts import HostPolicy, PinnedTransport, Resolver, resolve_host
+from addon.installations import Installation
+from addon.settings import Secret
 from addon.testing import FakeHipChat
+from addon.tokens import client_credentials, fetch_token
+from tests.helpers import free_port, served
 
 LISTED = HostPolicy(("api.hipchat.com", "hipchat.example.com:8443", "10.1.2.3"))
 STAR = HostPolicy(("*", "127.0.0.1:9000"))
@@ -274,3 +286,101 @@ async def test_a_request_sent_again_by_an_auth_flow_is_checked_and_pinned_again(
         response = await http.get("https://hipchat.example/v2/room", auth=RetryOnce())
     assert response.status_code == 200
     assert seen == [httpx.URL(f"https://{PUBLIC}/v2/room")] * 2
+
+
+def certificate_for(name: str, directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for DNS name ``name`` only (no IP address), and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.anyio
+async def test_tls_is_verified_against_the_host_name_not_the_pinned_address(
+    tmp_path: Path,
+) -> None:
+    cert_file, key_file = certificate_for("hipchat.test", tmp_path)
+    port = free_port()
+    hosts = (f"hipchat.test:{port}", f"127.0.0.1:{port}")
+    policy = HostPolicy(hosts, resolve=resolver({"hipchat.test": ["127.0.0.1"]}))
+    trusted = ssl.create_default_context(cafile=str(cert_file))
+    transport = PinnedTransport(policy, ssl_context=trusted)
+    app = FakeHipChat(base_url=f"https://hipchat.test:{port}").app
+    with served(app, port, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)):
+        async with httpx.AsyncClient(transport=transport) as http:
+            response = await http.get(f"https://hipchat.test:{port}/v2/capabilities")
+            assert response.status_code == 200
+            # Same address, another name: a connection of its own, whose check fails.
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await http.get(f"https://127.0.0.1:{port}/v2/capabilities")
+            assert (await http.get(f"https://hipchat.test:{port}/v2/capabilities")).is_success
+
+
+@pytest.mark.anyio
+async def test_each_name_has_its_own_pool_and_the_oldest_goes_past_the_limit(
+    live_hipchat: FakeHipChat,
+) -> None:
+    port = httpx.URL(live_hipchat.base_url).port
+    names = {"one.test": ["127.0.0.1"], "two.test": ["127.0.0.1"]}
+    policy = HostPolicy(("*", f"127.0.0.1:{port}"), resolve=resolver(names))
+    transport = PinnedTransport(policy, max_pools=1)
+    async with httpx.AsyncClient(transport=transport) as http:
+        for name in names:
+            response = await http.get(f"http://{name}:{port}/v2/capabilities")
+            assert response.status_code == 200
+            assert list(transport.pools) == [name]
+    assert transport.pools == {}
+
+
+@pytest.mark.anyio
+async def test_the_rest_client_and_the_token_endpoint_fail_cleanly_on_a_refused_address() -> None:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    names = {"hipchat.example": ["10.0.0.5"], "empty.example": []}
+    policy = HostPolicy(("*",), resolve=resolver(names))
+    transport = PinnedTransport(policy, transport=httpx.MockTransport(record))
+    async with httpx.AsyncClient(transport=transport) as http:
+        hipchat = HipChatClient("https://hipchat.example/v2", token="t", http=http)
+        with pytest.raises(UpstreamError, match="internal address"):
+            await hipchat.get_room(1)  # a GET, yet not retried: the answer would not change
+        installation = Installation(
+            oauth_id="client",
+            oauth_secret=Secret("secret"),
+            group_id=1,
+            room_id=None,
+            capabilities_url="https://empty.example/v2/capabilities",
+            token_url="https://empty.example/v2/oauth/token",
+            authorization_url=None,
+            api_url="https://empty.example/v2",
+            scopes=("send_notification",),
+            installed_at=0.0,
+        )
+        with pytest.raises(TokenError, match="could not be reached"):
+            await fetch_token(http, installation, client_credentials(["send_notification"]), now=0)
+    assert seen == []
