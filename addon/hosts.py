@@ -19,6 +19,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -136,16 +137,20 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         transport: httpx.AsyncBaseTransport | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_pools: int = 64,
+        remember: float = 30.0,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.shared = transport
         self.ssl_context = ssl_context
         self.max_pools = max_pools
         self.pools: dict[str, httpx.AsyncBaseTransport] = {}
+        self.remember, self.now = remember, now
+        self.pinned: dict[tuple[str, str, int | None], tuple[float, str]] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Check and pin ``request``'s host, then send it to that address."""
-        address = await self.policy.pin(request.url)
+        address = await self._address(request.url)
         host = request.url.host
         extensions = dict(request.extensions)
         if request.url.scheme == "https" and _ip(host) is None:
@@ -160,6 +165,18 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         )
         transport = self.shared or await self._pool_for(host.lower())
         return await transport.handle_async_request(pinned)
+
+    async def _address(self, url: httpx.URL) -> str:
+        """``policy.pin(url)``, remembered for ``remember`` seconds: no DNS query per request."""
+        key = (url.scheme, url.host.lower(), url.port)
+        expires, address = self.pinned.get(key, (0.0, ""))
+        if expires > self.now():
+            return address
+        address = await self.policy.pin(url)
+        if len(self.pinned) >= 1024:  # only under "*": many names, development
+            self.pinned.clear()
+        self.pinned[key] = (self.now() + self.remember, address)
+        return address
 
     async def _pool_for(self, host: str) -> httpx.AsyncBaseTransport:
         pool = self.pools.get(host)

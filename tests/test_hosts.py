@@ -384,3 +384,19 @@ async def test_the_rest_client_and_the_token_endpoint_fail_cleanly_on_a_refused_
         with pytest.raises(TokenError, match="could not be reached"):
             await fetch_token(http, installation, client_credentials(["send_notification"]), now=0)
     assert seen == []
+
+
+@pytest.mark.anyio
+async def test_a_checked_address_is_remembered_for_a_while_not_resolved_per_request() -> None:
+    calls: list[str] = []
+    clock = [0.0]
+    policy = HostPolicy(("*",), resolve=resolver({"hipchat.example": [PUBLIC]}, calls))
+    inner = httpx.MockTransport(lambda request: httpx.Response(204))
+    transport = PinnedTransport(policy, transport=inner, remember=30, now=lambda: clock[0])
+    async with httpx.AsyncClient(transport=transport) as http:
+        for _ in range(3):
+            await http.get("https://hipchat.example/v2/room")
+        assert calls == ["hipchat.example"]
+        clock[0] = 31
+        await http.get("https://hipchat.example/v2/room")
+    assert calls == ["hipchat.example"] * 2
