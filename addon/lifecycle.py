@@ -51,7 +51,14 @@ async def fetch_document(
     try:
         async with asyncio.timeout(seconds):
             return json.loads(await _read_capped(http, url, max_bytes=max_bytes))
-    except (TimeoutError, ValueError, httpx.HTTPError, httpx.InvalidURL, AddonError) as exc:
+    except (
+        TimeoutError,
+        ValueError,
+        RecursionError,
+        httpx.HTTPError,
+        httpx.InvalidURL,
+        AddonError,
+    ) as exc:
         subject = what[:1].lower() + what[1:]  # "The capabilities document" mid-sentence
         reason = str(exc) if isinstance(exc, AddonError) else type(exc).__name__
         log.warning("could not fetch %s: %s", subject, reason)

@@ -146,7 +146,7 @@ def _parse_token(body: bytes, *, now: float, where: str) -> AccessToken:
         token, expires_in = data["access_token"], float(data.get("expires_in", 3600))
         if not isinstance(token, str) or not token or not 0 < expires_in < math.inf:
             raise ValueError("empty token or lifetime")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise TokenError(f"{where} answered a token response we cannot read") from exc
     refresh = data.get("refresh_token")
     group_id = data.get("group_id")

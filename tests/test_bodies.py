@@ -64,6 +64,7 @@ def bombs() -> dict[str, tuple[str, bytes]]:
         "br": ("br", b"\x8b\x02\x80{}\x03"),
         "small": ("gzip", gzip.compress(TOKEN)),
         "plain": ("identity", TOKEN),
+        "deep": ("gzip", gzip.compress(b"[" * 30_000 + b"]" * 30_000)),
     }
 
 
@@ -205,3 +206,16 @@ async def test_an_in_memory_answer_is_capped_too() -> None:
         response = await http.get("http://hipchat.test/")
         with pytest.raises(UpstreamError, match="larger than 1024 bytes"):
             await read_capped(response, max_bytes=1024, error=UpstreamError)
+
+
+async def test_deeply_nested_answers_are_refused_not_crashed_on(
+    http: httpx.AsyncClient, bomb_server: str
+) -> None:
+    with pytest.raises(InstallRefused):
+        await fetch_document(
+            http, f"{bomb_server}/deep/x", what="The document", max_bytes=256 * 1024, seconds=30
+        )
+    with pytest.raises(TokenError, match="cannot read"):
+        await fetch_token(
+            http, installation(f"{bomb_server}/deep/token"), {"grant_type": "x"}, now=0
+        )
