@@ -26,7 +26,7 @@ from addon.descriptor import (
     load_capabilities,
     validate_descriptor,
 )
-from addon.hosts import HostPolicy
+from addon.hosts import HostPolicy, PinnedTransport
 from addon.installations import InstallationRepository
 from addon.integrations import Integration, help_integration, load_integrations
 from addon.lifecycle import Lifecycle
@@ -119,13 +119,14 @@ def build_addon(
     store = store or open_store(settings.store_url)
     keys = Keys(capabilities.key)
     sealer = Sealer(settings.secret_key)
+    hosts = HostPolicy(settings.hipchat_hosts)
     http = httpx.AsyncClient(
-        transport=transport,
+        # Production connects only to addresses the allow-list checked; tests pass their own.
+        transport=transport or PinnedTransport(hosts),
         timeout=httpx.Timeout(settings.http_timeout),
         follow_redirects=False,
         headers={"User-Agent": "hipchat-addon"},
     )
-    hosts = HostPolicy(settings.hipchat_hosts)
     installations = InstallationRepository(store, keys, sealer)
     tokens = TokenService(store, keys, sealer, http, now=now)
     lifecycle = Lifecycle(

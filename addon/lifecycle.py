@@ -20,8 +20,15 @@ from typing import Any
 
 import httpx
 
+from addon.bodies import read_capped
 from addon.descriptor import Capabilities
-from addon.errors import ClientGone, Forbidden, InstallRefused
+from addon.errors import (
+    AddonError,
+    ClientGone,
+    Forbidden,
+    InstallRefused,
+    UpstreamError,
+)
 from addon.hosts import HostPolicy
 from addon.installations import Installation, InstallationRepository, InstallPayload, oauth_id_from
 from addon.tokens import TokenService, client_credentials
@@ -37,31 +44,36 @@ async def fetch_document(
     """GET ``url`` and parse its JSON body; raise ``InstallRefused`` on any failure.
 
     The whole exchange must finish within ``seconds`` (a slow drip of bytes counts too), the body
-    is refused past ``max_bytes``, and redirects are not followed.
+    is refused past ``max_bytes`` decoded bytes, and redirects are not followed. Every failure
+    gives the caller the same message, whatever answered or did not (an open port, a closed one,
+    a host that resolves to our network): the install endpoint must not work as a port scanner.
+    The reason goes to the log only.
     """
     try:
         async with asyncio.timeout(seconds):
-            body = await _read_capped(http, url, what=what, max_bytes=max_bytes)
-    except TimeoutError as exc:
-        raise InstallRefused(f"{what} did not arrive within {seconds:g} s") from exc
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise InstallRefused(f"{what} could not be fetched ({type(exc).__name__})") from exc
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise InstallRefused(f"{what} is not JSON") from exc
+            return json.loads(await _read_capped(http, url, max_bytes=max_bytes))
+    except (
+        TimeoutError,
+        ValueError,
+        RecursionError,
+        httpx.HTTPError,
+        httpx.InvalidURL,
+        AddonError,
+    ) as exc:
+        subject = what[:1].lower() + what[1:]  # "The capabilities document" mid-sentence
+        reason = str(exc) if isinstance(exc, AddonError) else type(exc).__name__
+        log.warning("could not fetch %s: %s", subject, reason)
+        raise InstallRefused(
+            f"Could not fetch {subject}; check that its URL answers 200 with a JSON document "
+            f"of at most {max_bytes} bytes"
+        ) from exc
 
 
-async def _read_capped(http: httpx.AsyncClient, url: str, *, what: str, max_bytes: int) -> bytes:
+async def _read_capped(http: httpx.AsyncClient, url: str, *, max_bytes: int) -> bytes:
     async with http.stream("GET", url, follow_redirects=False) as response:
         if response.status_code != 200:
-            raise InstallRefused(f"{what} answered {response.status_code}; expected 200")
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > max_bytes:
-                raise InstallRefused(f"{what} is larger than {max_bytes} bytes; refused")
-        return bytes(body)
+            raise UpstreamError(f"it answered {response.status_code}; expected 200")
+        return await read_capped(response, max_bytes=max_bytes, error=UpstreamError)
 
 
 @dataclasses.dataclass(frozen=True)

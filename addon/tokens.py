@@ -28,7 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
-from addon.errors import ApprovalRequired, ClientGone, RequestError, TokenError
+from addon.bodies import read_capped
+from addon.errors import ApprovalRequired, ClientGone, HostNotAllowed, RequestError, TokenError
 from addon.installations import Installation
 from addon.seal import Sealer
 from addon.store import Keys, Store, lock
@@ -49,6 +50,8 @@ log = logging.getLogger("addon.tokens")
 DEFAULT_MARGIN = 120.0
 #: How long a refresh may hold the store lock; longer than any token request may take.
 LOCK_TTL = 30.0
+#: The most a token response may hold once decoded; HipChat's are well under 1 KiB.
+MAX_TOKEN_BYTES = 64 * 1024
 _USER_GRANTS = frozenset({"authorization_code", "refresh_token"})
 
 
@@ -105,16 +108,30 @@ async def fetch_token(
     try:
         # httpx times each read on its own (and ASGITransport not at all): bound the whole call.
         async with asyncio.timeout(request_deadline(http)):
-            response = await http.post(installation.token_url, data=dict(form), auth=auth)
-    except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
+            status, body = await _post_capped(http, installation.token_url, form, auth, where)
+    except (httpx.HTTPError, httpx.InvalidURL, TimeoutError, HostNotAllowed) as exc:
         raise TokenError(f"{where} could not be reached ({type(exc).__name__})") from exc
-    if grant in _USER_GRANTS and response.status_code in (400, 401):
+    if grant in _USER_GRANTS and status in (400, 401):
         raise ApprovalRequired(f"{where} refused the {grant} grant; the user must approve again")
-    if response.status_code == 401:
+    if status == 401:
         raise ClientGone(f"{where} refused the client credentials; was the add-on uninstalled?")
-    if response.status_code != 200:
-        raise TokenError(f"{where} answered {response.status_code} to a {grant} grant")
-    return _parse_token(response, now=now, where=where)
+    if status != 200:
+        raise TokenError(f"{where} answered {status} to a {grant} grant")
+    return _parse_token(body, now=now, where=where)
+
+
+async def _post_capped(
+    http: httpx.AsyncClient, url: str, form: Mapping[str, str], auth: httpx.Auth, where: str
+) -> tuple[int, bytes]:
+    """POST ``form``; the status, and the body of a 200 (at most ``MAX_TOKEN_BYTES`` decoded)."""
+    async with http.stream("POST", url, data=dict(form), auth=auth) as response:
+        if response.status_code != 200:
+            return response.status_code, b""
+
+        def too_large(reason: str) -> TokenError:
+            return TokenError(f"{where} sent a token response we refuse: {reason}")
+
+        return 200, await read_capped(response, max_bytes=MAX_TOKEN_BYTES, error=too_large)
 
 
 def request_deadline(http: httpx.AsyncClient) -> float | None:
@@ -124,13 +141,13 @@ def request_deadline(http: httpx.AsyncClient) -> float | None:
     return max(limits) if limits else None
 
 
-def _parse_token(response: httpx.Response, *, now: float, where: str) -> AccessToken:
+def _parse_token(body: bytes, *, now: float, where: str) -> AccessToken:
     try:
-        data = response.json()
+        data = json.loads(body)
         token, expires_in = data["access_token"], float(data.get("expires_in", 3600))
         if not isinstance(token, str) or not token or not 0 < expires_in < math.inf:
             raise ValueError("empty token or lifetime")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise TokenError(f"{where} answered a token response we cannot read") from exc
     refresh = data.get("refresh_token")
     group_id = data.get("group_id")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from addon.app import create_app
 from addon.descriptor import Capabilities
@@ -57,3 +64,34 @@ def redis_answers_ping(port: int) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on when it was picked."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextlib.contextmanager
+def served(app: ASGIApp, port: int, **options: Any) -> Iterator[None]:
+    """Serve ``app`` with uvicorn on 127.0.0.1:``port`` in a thread while the block runs.
+
+    ``options`` go to ``uvicorn.Config`` (``ssl_certfile=``, ``ssl_keyfile=``...).
+    """
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **options
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

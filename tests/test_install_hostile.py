@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -13,10 +14,11 @@ import httpx
 import pytest
 
 from addon.app import create_app
+from addon.hosts import HostPolicy, PinnedTransport, Resolver
 from addon.settings import Settings
 from addon.store import Store
 from addon.testing import FakeHipChat, Installed, OAuthClient
-from tests.helpers import make_app, settings_for, store_snapshot
+from tests.helpers import free_port, make_app, served, settings_for, store_snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -442,6 +444,16 @@ async def test_bad_oauth_ids_are_refused_by_every_server_side_entry(
         refused_oauth_id(await addon.post(path, json=body))
     if oauth_id != "..":  # a path segment ".." is resolved away before it is a path
         refused_oauth_id(await addon.delete(f"/installable/{quote(oauth_id, safe='')}"))
+
+
+async def test_a_listed_host_on_another_port_is_refused_before_any_fetch(
+    addon: httpx.AsyncClient, hipchat: FakeHipChat, store: Store
+) -> None:
+    # ADDON_HIPCHAT_HOSTS lists "hipchat.test": port 80 only, as the URL's scheme is http.
+    url = "http://hipchat.test:6379/v2/capabilities"
+    response = await addon.post("/installable", json=good(hipchat, capabilitiesUrl=url))
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "HostNotAllowed"
     assert hipchat.calls == []
     assert await store_snapshot(store) == {}
 
@@ -467,3 +479,69 @@ async def test_the_longest_oauth_id_and_an_upper_case_uuid_install(
     for oauth_id in ("a" * 64, str(uuid.uuid4()).upper(), "global-1"):
         installed = await hipchat.install(addon, room_id=1, oauth_id=oauth_id)
         assert installed.response.status_code == 200
+
+
+def table_resolver(table: dict[str, list[str]]) -> Resolver:
+    async def resolve(host: str) -> Sequence[str]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return table[host]
+
+    return resolve
+
+
+async def test_an_install_from_a_listed_name_connects_to_the_address_it_resolved(
+    settings: Settings, sqlite_store: Store
+) -> None:
+    """hipchat.test resolves in no DNS: the install works only through the pinned address."""
+    port = free_port()
+    hipchat = FakeHipChat(base_url=f"http://hipchat.test:{port}")
+    hosts = (f"hipchat.test:{port}",)
+    policy = HostPolicy(hosts, resolve=table_resolver({"hipchat.test": ["127.0.0.1"]}))
+    configured = dataclasses.replace(settings, hipchat_hosts=hosts)
+    app = create_app(configured, store=sqlite_store, transport=PinnedTransport(policy))
+    with served(hipchat.app, port):
+        async with hipchat.connect(app, settings.base_url) as addon:
+            room = await hipchat.install(addon, room_id=1)
+        await app.state.addon.http.aclose()
+    assert await app.state.addon.installations.get(room.oauth_id) is not None
+    assert [c.path for c in hipchat.calls][:2] == ["/v2/capabilities", "/v2/oauth/token"]
+
+
+async def test_install_errors_do_not_tell_what_answered(
+    settings: Settings, sqlite_store: Store, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An open port, a closed port, a Redis port and internal or unknown names look alike."""
+    port, closed = free_port(), free_port()
+    redis = httpx.URL(redis_url)
+    hosts = ("*", f"127.0.0.1:{port}", f"127.0.0.1:{closed}", f"{redis.host}:{redis.port}")
+    resolve = table_resolver({"evil.test": ["127.0.0.1"], "rebind.test": ["8.8.8.8", "10.0.0.1"]})
+    transport = PinnedTransport(HostPolicy(hosts, resolve=resolve))
+    app = create_app(
+        dataclasses.replace(settings, hipchat_hosts=hosts), store=sqlite_store, transport=transport
+    )
+    hipchat = FakeHipChat(base_url=f"http://127.0.0.1:{port}")
+    targets = [
+        f"http://127.0.0.1:{port}/no/such/document",  # an HTTP server: 404
+        f"http://127.0.0.1:{port}/v2/oauth/token",  # an HTTP server: 405
+        f"http://127.0.0.1:{closed}/v2/capabilities",  # nothing listens
+        f"http://{redis.host}:{redis.port}/v2/capabilities",  # Redis
+        "http://evil.test/v2/capabilities",  # a name for loopback
+        "http://rebind.test/v2/capabilities",  # one public, one private address
+        "http://unknown.test/v2/capabilities",  # no address at all
+    ]
+    messages = []
+    with served(hipchat.app, port):
+        async with hipchat.connect(app, settings.base_url) as addon:
+            for url in targets:
+                response = await addon.post("/installable", json=good(hipchat, capabilitiesUrl=url))
+                assert response.status_code == 400, (url, response.text)
+                messages.append(response.json()["error"])
+    await app.state.addon.http.aclose()
+
+    assert all(message == messages[0] for message in messages), messages
+    assert "Could not fetch the capabilities document" in messages[0]["message"]
+    assert await store_snapshot(sqlite_store) == {}
+    # The operator still learns why, from the log.
+    reasons = {r.getMessage() for r in caplog.records if r.name == "addon.lifecycle"}
+    assert len(reasons) == len(targets)

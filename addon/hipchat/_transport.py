@@ -21,7 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from addon.errors import HipChatAPIError, UpstreamError
+from addon.bodies import read_capped
+from addon.errors import HipChatAPIError, HostNotAllowed, UpstreamError
 from addon.hipchat.operations import OPERATIONS_BY_NAME, Operation
 
 __all__ = ["PathParams", "Query", "Transport", "encode_query", "error_message", "expand_path"]
@@ -31,6 +32,8 @@ logger = logging.getLogger("addon.hipchat")
 PathParams = Mapping[str, "int | str"]
 Query = Mapping[str, "int | str | bool | None"]
 
+#: The most one answer (a page of items, say) may hold once decoded.
+MAX_RESPONSE_BYTES = 1024 * 1024
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _PARAM = re.compile(r"{([a-z_]+)}")
 # Path parameters that are credentials; error messages and logs show the template instead.
@@ -152,14 +155,9 @@ class Transport:
     ) -> httpx.Response | float:
         """One try: the response to keep, or how long to wait before the next try."""
         try:
-            response = await self.http.request(
-                op.method,
-                url,
-                auth=auth,
-                timeout=self.timeout,
-                follow_redirects=False,  # redirecting operations return the Location
-                **request,
-            )
+            response = await self._request(op, url, shown, auth, request)
+        except HostNotAllowed as exc:
+            raise UpstreamError(f"HipChat {op.method} {shown} refused: {exc}") from exc
         except httpx.TransportError as exc:
             failure = f"HipChat {op.method} {shown} failed: {type(exc).__name__}"
             if op.method not in _IDEMPOTENT or attempt >= self.max_retries:
@@ -171,6 +169,35 @@ class Transport:
             return response
         logger.warning("HipChat %s %s: %d; retrying", op.method, shown, response.status_code)
         return wait
+
+    async def _request(
+        self, op: Operation, url: str, shown: str, auth: httpx.Auth, request: dict[str, Any]
+    ) -> httpx.Response:
+        """Send once and read the answer, at most ``MAX_RESPONSE_BYTES`` once decoded."""
+        built = self.http.build_request(op.method, url, timeout=self.timeout, **request)
+        # redirecting operations return the Location
+        response = await self.http.send(built, auth=auth, follow_redirects=False, stream=True)
+        try:
+
+            def too_large(reason: str) -> UpstreamError:
+                return UpstreamError(f"HipChat {op.method} {shown}: {reason}; refused")
+
+            body = await read_capped(response, max_bytes=MAX_RESPONSE_BYTES, error=too_large)
+        finally:
+            await response.aclose()
+        # The body is decoded already: the buffered copy must not claim an encoding.
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length")
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=body,
+            request=response.request,
+            extensions=response.extensions,  # keeps HipChat's reason phrase
+        )
 
     def _retry_wait(self, op: Operation, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before retrying ``response``, or None to keep it."""

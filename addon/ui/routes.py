@@ -138,8 +138,9 @@ def _cors(
 def _listed_origin(origin: str, service: UIService) -> bool:
     try:
         parts = urlsplit(origin)
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, 0)
         return bool(parts.hostname) and service.addon.hosts.is_allowed(
-            parts.hostname or "", parts.port
+            parts.hostname or "", port, parts.scheme
         )
     except ValueError:
         return False
