@@ -56,6 +56,8 @@ class Settings:
     http_timeout: float = 10.0
     max_document_bytes: int = 256 * 1024
     log_level: str = "INFO"
+    log_format: str = "auto"
+    storage_files_path: Path = Path("storage-files")
 
     @property
     def any_host_allowed(self) -> bool:
@@ -98,6 +100,8 @@ class Settings:
             log_level=_choice(
                 env, "ADDON_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
+            log_format=_choice(env, "ADDON_LOG_FORMAT", ("auto", "json", "text"), "auto"),
+            storage_files_path=Path(env.get("ADDON_STORAGE_FILES_PATH") or "storage-files"),
         )
 
 
