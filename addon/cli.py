@@ -299,8 +299,8 @@ async def _probe_store(url: str) -> None:
         await store.ping()
     except StoreUnavailable as exc:
         raise StoreUnavailable(
-            f"the store {display_store_url(url)} does not answer ({exc}); start it, fix "
-            "ADDON_STORE_URL, or pass --no-store-check"
+            f"ADDON_STORE_URL {display_store_url(url)}: {exc}; or fix ADDON_STORE_URL, or pass "
+            "--no-store-check to start without the store"
         ) from None
     finally:
         await store.close()

@@ -269,7 +269,7 @@ def test_an_unreachable_store_fails_check_and_serve_in_one_line(tmp_path: Path) 
     for args in (["check"], ["serve", "-p", str(free_port())]):
         result = cli(tmp_path, *args, env=env)
         assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("hipchat-addon: the store redis://:***@127.0.0.1:")
+        assert result.stderr.startswith("hipchat-addon: ADDON_STORE_URL redis://:***@127.0.0.1:")
         assert result.stderr.count("\n") == 1 and "--no-store-check" in result.stderr
         assert "hunter2" not in result.stderr
     skipped = cli(tmp_path, "check", "--no-store-check", env=env)
