@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -23,13 +24,23 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from addon.errors import ConfigError, IntegrationError, RequestError, StoreUnavailable
 from addon.settings import Settings
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from addon.integrations import Integration
+
+__all__ = [
+    "Checked",
+    "display_store_url",
+    "main",
+    "startup_summary",
+    "startup_warnings",
+    "validate",
+]
 
 log = logging.getLogger("addon")
 
@@ -201,10 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `hipchat-addon descriptor | head -1`: the reader left. Say nothing; keep Python's
         # final flush of stdout from failing a second time.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):  # stdout may not be a real file
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except SystemExit as exc:  # --help and --version
-        return exc.code if isinstance(exc.code, int) else 0
+    except SystemExit as exc:  # --help, --version, and uvicorn when it cannot bind
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
 
 
 def _main(argv: list[str]) -> int:
@@ -260,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
 class Checked:
     """What ``validate`` found: the integrations (with ``/help``) and the descriptor."""
 
-    integrations: list[Any]
+    integrations: list[Integration]
     descriptor: dict[str, Any]
 
 
