@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from addon.errors import NotFound, RequestError
+from addon.errors import ConfigError, NotFound, RequestError
 from addon.store import Keys, Store
 
 __all__ = [
@@ -97,7 +97,10 @@ async def save_storage(store: Store, keys: Keys, folder: Path, name: str) -> int
     path = storage_file(folder, name)
     document = await export_storage(store, keys)
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    await asyncio.to_thread(_write, path, text)
+    try:
+        await asyncio.to_thread(_write, path, text)
+    except OSError as exc:
+        raise _unusable(folder, exc) from None
     return len(document["storage"])
 
 
@@ -108,6 +111,8 @@ async def load_storage(store: Store, keys: Keys, folder: Path, name: str) -> int
         text = await asyncio.to_thread(path.read_text, encoding="utf-8")
     except FileNotFoundError:
         raise NotFound(f"No storage file {name!r}; save one first with 'save {name}'") from None
+    except OSError as exc:
+        raise _unusable(folder, exc) from None
     try:
         document = json.loads(text)
     except ValueError:
@@ -120,3 +125,10 @@ async def load_storage(store: Store, keys: Keys, folder: Path, name: str) -> int
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def _unusable(folder: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"The storage files folder cannot be used ({exc.strerror}); set "
+        "ADDON_STORAGE_FILES_PATH to a folder the add-on may write"
+    )

@@ -240,3 +240,19 @@ async def test_post_load_of_a_missing_or_broken_file(files_room: Installed, tmp_
 async def test_post_is_off_without_an_admin_token(addon: httpx.AsyncClient) -> None:
     response = await addon.post("/", content="erase", headers=bearer())
     assert response.status_code == 404
+
+
+async def test_post_save_into_an_unusable_folder_says_which_setting(
+    settings: Settings, store: Store, hipchat: FakeHipChat, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    configured = dataclasses.replace(
+        settings, admin_token=Secret(ADMIN), storage_files_path=blocker / "files"
+    )
+    app = make_app(configured, store, hipchat)
+    async with hipchat.connect(app, settings.base_url) as addon:
+        response = await addon.post("/", content="save backup.json", headers=bearer())
+    await app.state.addon.aclose()
+    assert response.status_code == 500
+    assert "ADDON_STORAGE_FILES_PATH" in response.json()["error"]["message"]
