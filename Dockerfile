@@ -54,7 +54,8 @@ COPY integrations/ /app/integrations/
 
 ENV ADDON_CAPABILITIES_PATH=/app/capabilities \
     ADDON_INTEGRATIONS_PATH=/app/integrations \
-    ADDON_STORE_URL=sqlite:////data/addon.db
+    ADDON_STORE_URL=sqlite:////data/addon.db \
+    ADDON_STORAGE_FILES_PATH=/data/storage-files
 
 USER addon:addon
 

@@ -1,29 +1,41 @@
 """Integration storage as a whole: export, import, erase (the admin API and the CLI).
 
-These replace the older server's unauthenticated ``save FILE`` / ``load FILE`` / ``erase`` POSTs.
 The document is JSON, ``{"storage": {"<owner>/<integration>": {...}}}`` where ``owner`` is an
 oauth_id, or ``global`` for what seed scripts stored before their storage was per installation
-(``migrate_global`` moves it to one installation); no file path ever comes from a request.
+(``migrate_global`` moves it to one installation). The older server's ``save FILE`` / ``load FILE``
+/ ``erase`` POSTs map to ``save_storage``/``load_storage``/``erase_storage``: a request names a
+file only by a bare name inside ``ADDON_STORAGE_FILES_PATH``, and no name leaves that folder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from addon.errors import RequestError
+from addon.errors import ConfigError, NotFound, RequestError
 from addon.jsonvalue import check_depth, is_json
 from addon.jsonvalue import loads as load_json
 from addon.store import Keys, Store
 from addon.store.keys import STORAGE_MAP_SUFFIX
 
-__all__ = ["erase_storage", "export_storage", "import_storage", "migrate_global"]
+__all__ = [
+    "erase_storage",
+    "export_storage",
+    "import_storage",
+    "load_storage",
+    "migrate_global",
+    "save_storage",
+    "storage_file",
+]
 
 _OWNER = re.compile(r"global|[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _INTEGRATION = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
+_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_ENTRIES = 10_000
 GLOBAL = "global"  # seed scripts' storage owner before storage was per installation
 log = logging.getLogger("addon.admin")
@@ -36,10 +48,15 @@ async def export_storage(store: Store, keys: Keys) -> str:
     stored (however deep) is exported; a value that is not JSON at all is left out and listed
     under ``"unreadable"``.
     """
+    text, _count = await _export(store, keys)
+    return text
+
+
+async def _export(store: Store, keys: Keys) -> tuple[str, int]:
     entries, unreadable = await _read_entries(store, keys)
     body = ", ".join(f"{json.dumps(f'{o}/{i}')}: {raw}" for (o, i), raw in sorted(entries.items()))
     extra = f', "unreadable": {json.dumps(sorted(unreadable))}' if unreadable else ""
-    return f'{{"storage": {{{body}}}{extra}}}'
+    return f'{{"storage": {{{body}}}{extra}}}', len(entries)
 
 
 async def import_storage(store: Store, keys: Keys, document: object) -> int:
@@ -144,3 +161,54 @@ def _entries(document: object) -> dict[tuple[str, str], dict[str, Any]]:
             raise RequestError(f"Storage entry {name!r} is not a JSON object")
         entries[(owner, integration)] = value
     return entries
+
+
+def storage_file(folder: Path, name: str) -> Path:
+    """The file ``name`` inside ``folder``; ``RequestError`` for any name that could leave it."""
+    if not _FILE.fullmatch(name) or ".." in name:
+        raise RequestError(
+            f"The file name {name[:80]!r} is not a bare name; use letters, digits, '.', '_' or "
+            "'-' (no folders), e.g. backup.json"
+        )
+    return folder / name
+
+
+async def save_storage(store: Store, keys: Keys, folder: Path, name: str) -> int:
+    """Export every integration's storage into ``folder/name``; return the entry count."""
+    path = storage_file(folder, name)
+    text, count = await _export(store, keys)
+    try:
+        await asyncio.to_thread(_write, path, text + "\n")
+    except OSError as exc:
+        raise _unusable(folder, exc) from None
+    return count
+
+
+async def load_storage(store: Store, keys: Keys, folder: Path, name: str) -> int:
+    """Import ``folder/name`` (an export); return the entry count."""
+    path = storage_file(folder, name)
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound(f"No storage file {name!r}; save one first with 'save {name}'") from None
+    except OSError as exc:
+        raise _unusable(folder, exc) from None
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        raise RequestError(
+            f"The storage file {name!r} is not JSON; load an exported file"
+        ) from None
+    return await import_storage(store, keys, document)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def _unusable(folder: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"The storage files folder cannot be used ({exc.strerror}); set "
+        "ADDON_STORAGE_FILES_PATH to a folder the add-on may write"
+    )

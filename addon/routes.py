@@ -25,7 +25,7 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from addon.admin import erase_storage, export_storage, import_storage
+from addon.admin import erase_storage, export_storage, import_storage, load_storage, save_storage
 from addon.approval import APPROVE_PATH, CALLBACK_PATH
 from addon.descriptor import DESCRIPTOR_PATH
 from addon.errors import (
@@ -390,6 +390,32 @@ async def storage_erase(request: Request) -> Response:
     return JSONResponse({"erased": await erase_storage(addon.store, addon.keys)})
 
 
+MAX_COMMAND_BYTES = 1024
+_LEGACY_USAGE = "The body is not 'save FILE', 'load FILE' or 'erase'; send one of those"
+
+
+async def legacy_storage(request: Request) -> Response:
+    """``POST /``: the older server's ``save FILE``, ``load FILE`` and ``erase`` (admin only)."""
+    addon = _require_admin(request)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_COMMAND_BYTES:
+            raise RequestError(f"The request body is larger than {MAX_COMMAND_BYTES} bytes")
+    words = body.decode("utf-8", errors="replace").split()
+    folder = addon.settings.storage_files_path
+    match words:
+        case ["save", name]:
+            count = await save_storage(addon.store, addon.keys, folder, name)
+            return JSONResponse({"saved": name, "entries": count})
+        case ["load", name]:
+            count = await load_storage(addon.store, addon.keys, folder, name)
+            return JSONResponse({"loaded": name, "imported": count})
+        case ["erase"]:
+            return JSONResponse({"erased": await erase_storage(addon.store, addon.keys)})
+    raise RequestError(_LEGACY_USAGE)
+
+
 def routes() -> list[BaseRoute]:
     """Every endpoint of the add-on."""
     return [
@@ -413,6 +439,7 @@ def routes() -> list[BaseRoute]:
         Route("/admin/storage", storage_export, methods=["GET"]),
         Route("/admin/storage", storage_import, methods=["PUT"]),
         Route("/admin/storage", storage_erase, methods=["DELETE"]),
+        Route("/", legacy_storage, methods=["POST"]),
     ]
 
 

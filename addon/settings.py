@@ -58,6 +58,8 @@ class Settings:
     max_document_bytes: int = 256 * 1024
     storage_quota: int = 1 << 20  # bytes of one integration's storage in one installation
     log_level: str = "INFO"
+    log_format: str = "auto"
+    storage_files_path: Path = Path("storage-files")
 
     @property
     def any_host_allowed(self) -> bool:
@@ -104,6 +106,8 @@ class Settings:
             log_level=_choice(
                 env, "ADDON_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
+            log_format=_choice(env, "ADDON_LOG_FORMAT", ("auto", "json", "text"), "auto"),
+            storage_files_path=Path(env.get("ADDON_STORAGE_FILES_PATH") or "storage-files"),
         )
 
 

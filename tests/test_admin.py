@@ -236,3 +236,106 @@ def test_cli_migrate_global_moves_seed_storage_to_one_installation(
     assert json.loads((tmp_path / "out.json").read_text()) == {
         "storage": {"abc/ping": {"count": 3}, "abc/remember": {"k": "v"}}
     }
+
+
+# --- the older server's POST / save FILE | load FILE | erase -----------------------------------
+
+
+@pytest.fixture
+async def files_room(
+    settings: Settings, store: Store, hipchat: FakeHipChat, tmp_path: Path
+) -> AsyncIterator[Installed]:
+    configured = dataclasses.replace(
+        settings, admin_token=Secret(ADMIN), storage_files_path=tmp_path / "files"
+    )
+    app = make_app(configured, store, hipchat)
+    async with hipchat.connect(app, settings.base_url) as addon:
+        yield await hipchat.install(addon, room_id=1)
+    await app.state.addon.aclose()
+
+
+async def test_post_save_erase_load_round_trip_through_a_file(
+    hipchat: FakeHipChat, files_room: Installed, tmp_path: Path
+) -> None:
+    await hipchat.send_message(files_room, "/remember color blue")
+
+    async def post(body: str) -> httpx.Response:
+        return await files_room.addon.post("/", content=body, headers=bearer())
+
+    saved = await post("save backup.json")
+    assert saved.json() == {"saved": "backup.json", "entries": 1}
+    written = json.loads((tmp_path / "files" / "backup.json").read_text())
+    assert written["storage"][f"{files_room.oauth_id}/remember"] == {"color": "blue"}
+
+    assert (await post("erase")).json() == {"erased": 1}
+    await hipchat.send_message(files_room, "/recall color")
+    assert (await post("load backup.json")).json() == {"loaded": "backup.json", "imported": 1}
+    await hipchat.send_message(files_room, "/recall color")
+    assert hipchat.notifications(files_room)[-2:] == ["Nothing under 'color'.", "color: blue"]
+
+
+@pytest.mark.parametrize("body", ["save backup.json", "load backup.json", "erase"])
+@pytest.mark.parametrize(
+    "headers", [{}, bearer("wrong-token-" + "x" * 20)], ids=["missing", "wrong"]
+)
+async def test_post_commands_need_the_admin_token(
+    files_room: Installed, tmp_path: Path, body: str, headers: dict[str, str]
+) -> None:
+    await files_room.addon.post("/", content="save backup.json", headers=bearer())
+    response = await files_room.addon.post("/", content=body, headers=headers)
+    assert response.status_code == 401
+    assert "ADDON_ADMIN_TOKEN" in response.json()["error"]["message"]
+    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == ["backup.json"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../escape.json", "/tmp/escape.json", "sub/escape.json", "..", ".hidden", "a\\b", "x" * 101],
+)
+@pytest.mark.parametrize("verb", ["save", "load"])
+async def test_post_file_names_never_leave_the_folder(
+    files_room: Installed, tmp_path: Path, verb: str, name: str
+) -> None:
+    response = await files_room.addon.post("/", content=f"{verb} {name}", headers=bearer())
+    assert response.status_code == 400
+    assert "bare name" in response.json()["error"]["message"]
+    assert not (tmp_path / "escape.json").exists() and not (tmp_path / "files").exists()
+
+
+@pytest.mark.parametrize("body", ["", "save", "save a b", "dump x", "erase now", "x" * 2000])
+async def test_post_other_bodies_get_a_400_naming_the_commands(
+    files_room: Installed, body: str
+) -> None:
+    response = await files_room.addon.post("/", content=body, headers=bearer())
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "RequestError"
+
+
+async def test_post_load_of_a_missing_or_broken_file(files_room: Installed, tmp_path: Path) -> None:
+    missing = await files_room.addon.post("/", content="load nothing.json", headers=bearer())
+    assert missing.status_code == 404
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "broken.json").write_text("{not json")
+    broken = await files_room.addon.post("/", content="load broken.json", headers=bearer())
+    assert broken.status_code == 400 and "not JSON" in broken.json()["error"]["message"]
+
+
+async def test_post_is_off_without_an_admin_token(addon: httpx.AsyncClient) -> None:
+    response = await addon.post("/", content="erase", headers=bearer())
+    assert response.status_code == 404
+
+
+async def test_post_save_into_an_unusable_folder_says_which_setting(
+    settings: Settings, store: Store, hipchat: FakeHipChat, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    configured = dataclasses.replace(
+        settings, admin_token=Secret(ADMIN), storage_files_path=blocker / "files"
+    )
+    app = make_app(configured, store, hipchat)
+    async with hipchat.connect(app, settings.base_url) as addon:
+        response = await addon.post("/", content="save backup.json", headers=bearer())
+    await app.state.addon.aclose()
+    assert response.status_code == 500
+    assert "ADDON_STORAGE_FILES_PATH" in response.json()["error"]["message"]

@@ -88,3 +88,16 @@ def test_the_http_timeout_stays_inside_the_token_lock() -> None:
     assert Settings.from_environ({"ADDON_HTTP_TIMEOUT": "25"}).http_timeout == 25
     with pytest.raises(ConfigError, match="ADDON_HTTP_TIMEOUT"):
         Settings.from_environ({"ADDON_HTTP_TIMEOUT": "31"})
+
+
+def test_log_format_and_storage_files_path() -> None:
+    defaults = Settings.from_environ({})
+    assert defaults.log_format == "auto"
+    assert defaults.storage_files_path == Path("storage-files")
+    settings = Settings.from_environ(
+        {"ADDON_LOG_FORMAT": "JSON", "ADDON_STORAGE_FILES_PATH": "/srv/addon/backups"}
+    )
+    assert settings.log_format == "json"
+    assert settings.storage_files_path == Path("/srv/addon/backups")
+    with pytest.raises(ConfigError, match="ADDON_LOG_FORMAT 'xml' is not one of auto, json, text"):
+        Settings.from_environ({"ADDON_LOG_FORMAT": "xml"})
