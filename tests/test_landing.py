@@ -1,0 +1,183 @@
+"""The landing page at ``GET /``: commands, UI extensions, the install form; all escaped."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from addon.app import create_app
+from addon.descriptor import load_capabilities
+from addon.integrations import Integration, RoomMessage, help_integration
+from addon.landing import LandingPage, render_landing
+from addon.settings import Settings
+from addon.store import Store
+from addon.testing import FakeHipChat
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.anyio
+
+HOSTILE = '<script>alert("x")</script>&'
+
+
+@pytest.fixture
+async def landing_client(
+    settings: Settings, sqlite_store: Store, hipchat: FakeHipChat
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the add-on with the example integrations, on SQLite only."""
+    app = create_app(settings, store=sqlite_store, transport=hipchat.transport())
+    async with hipchat.connect(app, settings.base_url) as client:
+        yield client
+    await app.state.addon.aclose()
+
+
+def command_rows(page: str) -> list[tuple[str, ...]]:
+    """(usage, help, integration name) of each command row, unescaped."""
+    rows = re.findall(
+        r'<li class="command"><code class="usage">(.*?)</code>'
+        r'<span class="help">(.*?)</span><span class="owner">(.*?)</span></li>',
+        page,
+    )
+    return [tuple(html.unescape(cell) for cell in row) for row in rows]
+
+
+async def test_every_loaded_command_is_listed_with_its_usage_and_help(
+    landing_client: httpx.AsyncClient,
+) -> None:
+    page = await landing_client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert command_rows(page.text) == [
+        ("/card <title>", "Show a card", "Card"),
+        ("/echo <text>", "Repeat the text", "Echo"),
+        ("/forget <key>", "Forget a value", "Remember"),
+        ("/help", "List the commands", "Help"),
+        ("/ping <query>", "Answer pong, and count how many times it was pinged.", "ping"),
+        ("/recall <key>", "Say a remembered value", "Remember"),
+        ("/remember <key> <value>", "Remember a value", "Remember"),
+    ]
+
+
+async def test_the_page_shows_the_descriptor_url_and_the_install_form(
+    landing_client: httpx.AsyncClient, settings: Settings
+) -> None:
+    page = (await landing_client.get("/")).text
+    assert f'<code class="url">{settings.base_url}/atlassian-connect.json</code>' in page
+    form = re.search(r'<form action="/install" method="get".*?</form>', page, re.S)
+    assert form is not None
+    assert re.findall(r'<input name="(\w+)"', form.group(0)) == ["hipchat", "room"]
+    assert "<button" in form.group(0)
+
+
+async def test_the_page_runs_no_script_and_cannot_be_framed(
+    landing_client: httpx.AsyncClient,
+) -> None:
+    page = await landing_client.get("/")
+    assert "<script" not in page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src" not in policy
+    assert "frame-ancestors 'none'" in policy
+
+
+async def test_hostile_names_are_escaped_everywhere(
+    settings: Settings, sqlite_store: Store, hipchat: FakeHipChat
+) -> None:
+    hostile = Integration("hostile", name=HOSTILE)
+
+    @hostile.command("hostile", help=HOSTILE, usage=f"/hostile {HOSTILE}")
+    async def handler(message: RoomMessage) -> None: ...
+
+    @hostile.on_message(r"<b>(?P<x>\w+)")
+    async def pattern(message: RoomMessage) -> None: ...
+
+    capabilities = dataclasses.replace(
+        load_capabilities(REPO / "capabilities"),
+        name=HOSTILE,
+        description=HOSTILE,
+        vendor={"name": HOSTILE, "url": 'https://x.invalid/"onmouseover="alert(1)'},
+        extensions={"glance": [glance("g", HOSTILE)]},
+    )
+    app = create_app(
+        settings,
+        store=sqlite_store,
+        transport=hipchat.transport(),
+        capabilities=capabilities,
+        integrations=[hostile, help_integration([hostile])],
+    )
+    async with hipchat.connect(app, settings.base_url) as client:
+        page = (await client.get("/")).text
+    await app.state.addon.aclose()
+    assert "<script" not in page and "<b>" not in page
+    assert '"onmouseover' not in page
+    escaped = html.escape(HOSTILE)
+    assert page.count(escaped) >= 7  # title, h1, lead, help, usage, owner, glance, vendor
+    assert ("/hostile " + HOSTILE, HOSTILE, HOSTILE) in command_rows(page)
+
+
+def glance(key: str, name: str) -> dict[str, Any]:
+    return {
+        "key": key,
+        "name": {"value": name},
+        "queryUrl": f"/glance/{key}",
+        "target": key,
+        "icon": {"url": "/icon.png", "url@2x": "/icon@2x.png"},
+    }
+
+
+def render(capabilities: dict[str, Any], integrations: list[Integration] | None = None) -> str:
+    return render_landing(
+        LandingPage(
+            capabilities=load_capabilities(REPO / "capabilities"),
+            descriptor={"capabilities": capabilities},
+            descriptor_url="https://addon.example/atlassian-connect.json",
+            integrations=integrations or [],
+        )
+    )
+
+
+def test_the_ui_extensions_the_descriptor_declares_are_listed() -> None:
+    page = render(
+        {
+            "glance": [glance("weather", "Weather")],
+            "webPanel": [{"key": "p", "name": {"value": "Forecast"}, "url": "/panel"}],
+            "dialog": [{"key": "d", "title": {"value": "Pick a city"}, "url": "/dialog"}],
+            "action": [{"key": "a", "name": {"value": "Share weather"}, "target": "d"}],
+            "externalPage": [{"key": "e", "name": {"value": "Weather map"}, "url": "/map"}],
+            "configurable": {"url": "/configure"},
+            "webhook": [{"event": "room_message", "url": "/webhook/room_message"}],
+        }
+    )
+    section = page[page.index('<section id="extensions">') : page.index('<section id="install">')]
+    titles = re.findall(r"<h3>(.*?)</h3>", section)
+    assert titles == ["Glances", "Web panels", "Dialogs", "Actions", "Pages", "Configuration page"]
+    for name in ("Weather", "Forecast", "Pick a city", "Share weather", "Weather map"):
+        assert f"<li>{name}</li>" in section
+    assert "webhook" not in section
+
+
+def test_without_ui_extensions_there_is_no_extensions_section() -> None:
+    page = render({"webhook": [], "glance": []})
+    assert 'id="extensions"' not in page
+    assert "No commands are loaded." in page
+
+
+def test_pattern_and_event_handlers_are_mentioned() -> None:
+    watcher = Integration("watcher", name="Watcher")
+
+    @watcher.on_message(r"(?i)\bdeploy\b")
+    async def deploys(message: RoomMessage) -> None: ...
+
+    @watcher.on_event("room_enter")
+    async def greet(message: object) -> None: ...
+
+    page = render({}, [watcher])
+    assert (
+        "<li><strong>Watcher</strong> reacts to messages matching <code>(?i)\\bdeploy\\b</code>"
+        in page
+    )
+    assert "<li><strong>Watcher</strong> listens for <code>room_enter</code></li>" in page
