@@ -167,9 +167,10 @@ _PAGE = """<!doctype html>
 {extensions}
 <section id="install"><h2>Install it</h2>
 <form action="/install" method="get" class="install">
-<label>HipChat server<input name="hipchat" value="{host}" placeholder="hipchat.example.com"
-required></label>
-<label>Room <small>(optional)</small><input name="room" placeholder="all rooms"></label>
+<label><span>HipChat server</span><input name="hipchat" value="{host}"
+placeholder="hipchat.example.com" required></label>
+<label><span>Room <small>(optional)</small></span><input name="room"
+placeholder="pick one in HipChat"></label>
 <button type="submit">Install in HipChat</button>
 </form>
 <p>Or paste the descriptor URL into HipChat, under <em>Integrations &rarr; Install an
@@ -193,7 +194,8 @@ color:var(--ink);background:#fff}
 h1{font-size:2.6rem;line-height:1.15;margin:.3rem 0 .6rem}
 .lead{font-size:1.2rem;max-width:40rem;margin:0 0 1.6rem;opacity:.95}
 .button,button{display:inline-block;background:#fff;color:var(--blue);border:0;
-border-radius:4px;padding:.65rem 1.2rem;font:600 1rem/1 inherit;text-decoration:none;cursor:pointer}
+border-radius:4px;padding:.65rem 1.2rem;font-family:inherit;font-size:1rem;font-weight:600;
+line-height:1.4;text-decoration:none;cursor:pointer}
 button{background:var(--blue);color:#fff}
 .button:focus,button:focus,input:focus{outline:3px solid #ffab00;outline-offset:2px}
 .link{color:#fff;margin-left:1rem}
@@ -218,7 +220,7 @@ margin-top:1rem}
 border-radius:6px;padding:1.2rem;margin:1rem 0}
 .install label{display:flex;flex-direction:column;font-weight:600;font-size:.9rem;gap:.3rem}
 .install small{font-weight:400;color:var(--muted)}
-input{font:inherit;padding:.55rem .7rem;border:1px solid #c1c7d0;border-radius:4px;
+input{font:inherit;font-weight:400;padding:.55rem .7rem;border:1px solid #c1c7d0;border-radius:4px;
 min-width:16rem;background:#fff}
 .url{display:inline-block;background:var(--paper);padding:.4rem .7rem;border-radius:4px;
 word-break:break-all}

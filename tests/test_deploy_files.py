@@ -478,6 +478,7 @@ def ci(tmp_path: Path) -> CiSandbox:
 
 
 def test_ci_installs_redis_server_when_missing_then_runs_the_tests(ci: CiSandbox) -> None:
+    _stub(ci.bin / "chromium", "exit 0")
     result = ci()
     assert result.returncode == 0, result.stderr
     assert ci.calls() == [
@@ -487,8 +488,20 @@ def test_ci_installs_redis_server_when_missing_then_runs_the_tests(ci: CiSandbox
     ]
 
 
-def test_ci_uses_the_redis_server_on_path(ci: CiSandbox) -> None:
+def test_ci_installs_chromium_when_missing_with_one_apt_update(ci: CiSandbox) -> None:
+    result = ci()
+    assert result.returncode == 0, result.stderr
+    assert ci.calls() == [
+        "apt-get update DEBIAN_FRONTEND=noninteractive",
+        "apt-get install -y --no-install-recommends redis-server DEBIAN_FRONTEND=noninteractive",
+        "apt-get install -y --no-install-recommends chromium DEBIAN_FRONTEND=noninteractive",
+        "scripts/test [] CI=true",
+    ]
+
+
+def test_ci_uses_the_redis_server_and_chromium_on_path(ci: CiSandbox) -> None:
     _stub(ci.bin / "redis-server", "exit 0")
+    _stub(ci.bin / "chromium", "exit 0")
     result = ci()
     assert result.returncode == 0, result.stderr
     assert ci.calls() == ["scripts/test [] CI=true"]
@@ -496,6 +509,7 @@ def test_ci_uses_the_redis_server_on_path(ci: CiSandbox) -> None:
 
 def test_ci_fails_when_the_tests_fail_or_none_ran(ci: CiSandbox) -> None:
     _stub(ci.bin / "redis-server", "exit 0")
+    _stub(ci.bin / "chromium", "exit 0")
     _stub(ci.run.parent.parent / "scripts" / "test", "exit 5")  # pytest: no tests collected
     assert ci().returncode == 5
 

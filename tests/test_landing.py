@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 import re
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from playwright.sync_api import Route
 
 from addon.app import create_app
 from addon.descriptor import load_capabilities
@@ -18,9 +27,8 @@ from addon.landing import LandingPage, render_landing
 from addon.settings import Settings
 from addon.store import Store
 from addon.testing import FakeHipChat
+from tests.browser import launch
 from tests.helpers import REPO
-
-pytestmark = pytest.mark.anyio
 
 HOSTILE = '<script>alert("x")</script>&'
 
@@ -46,6 +54,7 @@ def command_rows(page: str) -> list[tuple[str, ...]]:
     return [tuple(html.unescape(cell) for cell in row) for row in rows]
 
 
+@pytest.mark.anyio
 async def test_every_loaded_command_is_listed_with_its_usage_and_help(
     landing_client: httpx.AsyncClient,
 ) -> None:
@@ -63,6 +72,7 @@ async def test_every_loaded_command_is_listed_with_its_usage_and_help(
     ]
 
 
+@pytest.mark.anyio
 async def test_the_page_shows_the_descriptor_url_and_the_install_form(
     landing_client: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -74,6 +84,7 @@ async def test_the_page_shows_the_descriptor_url_and_the_install_form(
     assert "<button" in form.group(0)
 
 
+@pytest.mark.anyio
 async def test_the_page_runs_no_script_and_cannot_be_framed(
     landing_client: httpx.AsyncClient,
 ) -> None:
@@ -84,6 +95,7 @@ async def test_the_page_runs_no_script_and_cannot_be_framed(
     assert "frame-ancestors 'none'" in policy
 
 
+@pytest.mark.anyio
 async def test_hostile_names_are_escaped_everywhere(
     settings: Settings, sqlite_store: Store, hipchat: FakeHipChat
 ) -> None:
@@ -181,3 +193,81 @@ def test_pattern_and_event_handlers_are_mentioned() -> None:
         in page
     )
     assert "<li><strong>Watcher</strong> listens for <code>room_enter</code></li>" in page
+
+
+@contextmanager
+def served_addon(tmp_path: Path) -> Iterator[str]:
+    """``hipchat-addon serve`` on a free port, in a subprocess; yields its base URL."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "ADDON_BASE_URL": base_url,
+        "ADDON_STORE_URL": f"sqlite:///{tmp_path / 'addon.db'}",
+        "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
+        "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations"),
+    }
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "addon", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as output:
+        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output, stderr=output)
+    try:
+        wait_until_healthy(base_url, server, log)
+        yield base_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_healthy(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"hipchat-addon serve exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"hipchat-addon serve did not answer /healthz within 30 s:\n{log.read_text()}")
+
+
+@pytest.mark.browser
+def test_the_landing_page_in_a_browser(tmp_path: Path) -> None:
+    with served_addon(tmp_path) as base_url, launch() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        install_pages: list[str] = []
+
+        def hipchat_install_page(route: Route) -> None:
+            # Stands in for HipChat's install page: nothing leaves the machine.
+            install_pages.append(route.request.url)
+            route.fulfill(status=200, content_type="text/html", body="<h1>HipChat</h1>")
+
+        page.route("https://www.hipchat.com/**", hipchat_install_page)
+        page.goto(base_url + "/")
+        commands = page.locator("#commands .command")
+        assert commands.first.is_visible()
+        assert "/echo <text>" in commands.all_inner_texts()[1]
+        page.screenshot(path=tmp_path / "landing.png", full_page=True)
+
+        page.fill("input[name=room]", "Ops & Dev")
+        page.click("form.install button[type=submit]")
+        page.wait_for_url("https://www.hipchat.com/**")
+    descriptor = f"{base_url}/atlassian-connect.json"
+    assert install_pages == [
+        "https://www.hipchat.com/addons/install?"
+        + urlencode({"url": descriptor, "room": "Ops & Dev"})
+    ]
+    assert (tmp_path / "landing.png").stat().st_size > 10_000
