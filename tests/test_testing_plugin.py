@@ -71,6 +71,30 @@ async def test_a_refused_install(hipchat, addon_app):
 
 def test_the_backend_is_asyncio(anyio_backend):
     assert anyio_backend == "asyncio"
+
+
+@pytest.mark.hipchat_addon(env={"ADDON_INSTALL_FLOW": "client"})
+async def test_the_client_side_flow(hipchat, addon_app):
+    room = await hipchat.install(addon_app, room_id=3)
+    assert room.response.status_code == 302
+    await hipchat.send_message(room, "/echo client")
+    assert hipchat.notifications(3) == ["client"]
+
+
+late = Integration("late")
+
+
+@late.command("late")
+async def fails_late(message: RoomMessage) -> None:
+    await message.reply("on my way")
+    raise LookupError("failed after the reply")
+
+
+@pytest.mark.hipchat_addon(integrations=[late])
+async def test_a_late_failure(hipchat, addon_app):
+    room = await hipchat.install(addon_app)
+    await hipchat.send_message(room, "/late")
+    assert hipchat.notifications(room) == ["on my way"]
 """
 
 
@@ -95,27 +119,31 @@ def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def outcomes(output: str) -> dict[str, str]:
-    """``{"test_echo": "PASSED", ...}`` from ``pytest -rA`` output."""
+def outcomes(output: str) -> set[tuple[str, str]]:
+    """``{("test_echo", "PASSED"), ...}`` from ``pytest -rA`` output (ERROR: at teardown)."""
     found = re.findall(r"^(PASSED|FAILED|ERROR|SKIPPED) tests/test_kit\.py::(\S+)", output, re.M)
-    return {name: outcome for outcome, name in found}
+    return {(name, outcome) for outcome, name in found}
 
 
 def test_the_fixtures_work_in_an_authors_project(tmp_path: Path) -> None:
     result = run_pytest(make_project(tmp_path, AUTHOR_TESTS), "-rA")
     output = result.stdout + result.stderr
     assert outcomes(output) == {
-        "test_echo": "PASSED",
-        "test_help_lists_the_project_commands": "PASSED",
-        "test_a_broken_handler": "FAILED",
-        "test_a_refused_install": "PASSED",
-        "test_the_backend_is_asyncio": "PASSED",  # one run each: asyncio only, not trio
+        ("test_echo", "PASSED"),
+        ("test_help_lists_the_project_commands", "PASSED"),
+        ("test_a_broken_handler", "FAILED"),
+        ("test_a_refused_install", "PASSED"),
+        ("test_the_backend_is_asyncio", "PASSED"),  # one run each: asyncio only, not trio
+        ("test_the_client_side_flow", "PASSED"),
+        ("test_a_late_failure", "PASSED"),
+        ("test_a_late_failure", "ERROR"),  # at teardown, when the add-on is drained
     }, output
     # raise_errors: the broken handler's own exception and line, not a red notice.
     assert "LookupError: the handler broke on purpose" in output
     assert 'raise LookupError("the handler broke on purpose")' in output
     # A refused install says why, in the add-on's words.
     assert "REFUSED: install answered 400: The capabilities document's links.self" in output
+    assert "LookupError: failed after the reply" in output
 
 
 def test_the_integrations_folder_can_be_set_in_the_ini_file(tmp_path: Path) -> None:
