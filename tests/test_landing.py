@@ -271,3 +271,39 @@ def test_the_landing_page_in_a_browser(tmp_path: Path) -> None:
         + urlencode({"url": descriptor, "room": "Ops & Dev"})
     ]
     assert (tmp_path / "landing.png").stat().st_size > 10_000
+
+
+def test_extension_entries_are_named_by_name_title_or_key() -> None:
+    page = render(
+        {
+            "webPanel": [
+                {"key": "by-string", "name": "A plain name"},
+                {"key": "by-key-only"},
+                "not an entry",
+            ],
+        }
+    )
+    section = page[page.index('<section id="extensions">') : page.index('<section id="install">')]
+    assert re.findall(r"<li>(.*?)</li>", section) == ["A plain name", "by-key-only"]
+
+
+def test_the_vendor_is_linked_only_when_its_url_is_http() -> None:
+    capabilities = load_capabilities(REPO / "capabilities")
+    for vendor, expected in [
+        (
+            {"name": "Acme", "url": "https://acme.example/"},
+            ' by <a href="https://acme.example/">Acme',
+        ),
+        ({"name": "Acme", "url": "javascript:alert(1)"}, " by Acme &middot;"),
+        ({"name": "Acme"}, " by Acme &middot;"),
+    ]:
+        page = render_landing(
+            LandingPage(
+                capabilities=dataclasses.replace(capabilities, vendor=vendor),
+                descriptor={},
+                descriptor_url="https://addon.example/atlassian-connect.json",
+                integrations=[],
+            )
+        )
+        assert expected in page
+        assert "javascript:" not in page

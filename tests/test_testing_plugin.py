@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
 
 from addon import Integration, RoomMessage
 from addon.testing import (
@@ -234,3 +236,14 @@ async def test_install_connects_to_an_app_once_and_aclose_closes_it(tmp_path: Pa
     await hipchat.aclose()
     assert first.addon.is_closed
     await app.state.addon.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_refusal_that_is_not_json_is_quoted() -> None:
+    async def not_an_addon(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("  no add-on here  ", status_code=503)(scope, receive, send)
+
+    hipchat = FakeHipChat()
+    with pytest.raises(FakeHipChatError, match=r"^descriptor answered 503: no add-on here$"):
+        await hipchat.install(not_an_addon)
+    await hipchat.aclose()

@@ -649,16 +649,9 @@ def _base_url_of(app: Any) -> str:
 
 
 def _refusal(what: str, response: httpx.Response) -> str:
-    """``"install answered 400: <the add-on's error message>"``."""
-    message = ""
+    """``"install answered 400: <the add-on's error message>"`` (or the start of its body)."""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        message = str(body["error"].get("message", ""))
-    elif response.headers.get("location"):
-        message = f"redirected to {response.headers['location']}"
-    else:
+        message = str(response.json()["error"]["message"])
+    except (ValueError, LookupError, TypeError):
         message = response.text[:200].strip()
     return f"{what} answered {response.status_code}" + (f": {message}" if message else "")
