@@ -108,8 +108,13 @@ def build_addon(
     capabilities: Capabilities | None = None,
     integrations: Sequence[Integration] | None = None,
     now: Callable[[], float] = time.time,
+    raise_errors: bool = False,
 ) -> Addon:
-    """Build the add-on's resources from ``settings``; ``store``/``transport``/``now`` are seams."""
+    """Build the add-on's resources from ``settings``; ``store``/``transport``/``now`` are seams.
+
+    ``raise_errors`` (tests) lets a handler's exception out of the webhook request, and a late
+    one out of ``Addon.aclose``, instead of a red notice in the room.
+    """
     capabilities = capabilities or load_capabilities(settings.capabilities_path)
     if integrations is None:
         integrations = load_all_integrations(settings)
@@ -159,7 +164,7 @@ def build_addon(
         approvals=approvals,
         integrations=integrations,
         runtime=runtime,
-        dispatcher=Dispatcher(integrations, runtime),
+        dispatcher=Dispatcher(integrations, runtime, raise_errors=raise_errors),
         now=now,
     )
 
@@ -172,8 +177,9 @@ def create_app(
     capabilities: Capabilities | None = None,
     integrations: Sequence[Integration] | None = None,
     now: Callable[[], float] = time.time,
+    raise_errors: bool = False,
 ) -> Starlette:
-    """The add-on as an ASGI app.
+    """The add-on as an ASGI app (``raise_errors``: see ``build_addon``).
 
     ```python
     app = create_app(Settings.from_environ(os.environ))
@@ -186,6 +192,7 @@ def create_app(
         capabilities=capabilities,
         integrations=integrations,
         now=now,
+        raise_errors=raise_errors,
     )
     if settings.any_host_allowed:
         log.warning("ADDON_HIPCHAT_HOSTS is '*': any public host is accepted (development only)")

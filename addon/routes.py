@@ -45,6 +45,7 @@ from addon.errors import (
 from addon.installations import Installation, InstallPayload, oauth_id_from
 from addon.jsonvalue import loads as load_json
 from addon.jwt_auth import Claims, check_webhook_claims, extract_jwt, verify_jwt
+from addon.landing import LANDING_HEADERS, LandingPage, render_landing
 from addon.webhooks import Signed
 
 if TYPE_CHECKING:
@@ -199,18 +200,16 @@ async def install_trigger(request: Request) -> Response:
 
 
 async def landing(request: Request) -> Response:
-    """``GET /``: what the add-on is, and a form to install it."""
+    """``GET /``: what the add-on does (its commands and UI extensions), and how to install it."""
     addon = _addon(request)
-    caps = addon.capabilities
-    descriptor_url = addon.settings.url_for(DESCRIPTOR_PATH)
-    default_host = next((h for h in addon.settings.hipchat_hosts if h.startswith("www.")), "")
-    page = _LANDING.format(
-        name=html.escape(caps.name),
-        description=html.escape(caps.description),
-        descriptor=html.escape(descriptor_url),
-        host=html.escape(default_host),
+    page = LandingPage(
+        capabilities=addon.capabilities,
+        descriptor=addon.descriptor,
+        descriptor_url=addon.settings.url_for(DESCRIPTOR_PATH),
+        integrations=addon.integrations,
+        hipchat_server=next((h for h in addon.settings.hipchat_hosts if h.startswith("www.")), ""),
     )
-    return HTMLResponse(page)
+    return HTMLResponse(render_landing(page), headers=LANDING_HEADERS)
 
 
 async def healthz(request: Request) -> Response:
@@ -442,20 +441,6 @@ def routes() -> list[BaseRoute]:
         Route("/", legacy_storage, methods=["POST"]),
     ]
 
-
-_LANDING = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{name}</title>
-<style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;line-height:1.5}}
-code{{background:#eee;padding:.1em .3em}}</style></head>
-<body><h1>{name}</h1><p>{description}</p>
-<h2>Install it</h2>
-<p>Paste the descriptor URL into HipChat (<em>Integrations &rarr; Install an integration from a
-descriptor URL</em>): <code>{descriptor}</code></p>
-<form action="/install" method="get">
-<label>HipChat server <input name="hipchat" value="{host}" required></label>
-<label>Room (optional) <input name="room"></label>
-<button type="submit">Install</button></form></body></html>
-"""
 
 _APPROVAL = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>

@@ -1,12 +1,16 @@
 """The public test kit: a fake HipChat that installs the add-on and talks to it for real.
 
+With pytest, the plugin (``addon.testing.plugin``, registered on install) gives the fixtures
+``hipchat`` and ``addon_app``. Without it:
+
 ```python
-from addon.testing import FakeHipChat
+from addon.testing import FakeHipChat, addon_settings, create_test_app
 
 hipchat = FakeHipChat()
-app = create_app(settings, transport=hipchat.transport())
-async with hipchat.connect(app, settings.base_url) as addon:
-    installed = await hipchat.install(addon, room_id=1)
+app = create_test_app(hipchat, addon_settings(hipchat, store_url="sqlite:///test.db"))
+room = await hipchat.install(app, room_id=1)
+await hipchat.send_message(room, "/echo hi")
+assert hipchat.notifications(room) == ["hi"]
 ```
 """
 
@@ -14,9 +18,11 @@ from __future__ import annotations
 
 from addon.testing.api import FakeRestAPI, RecordedRequest
 from addon.testing.fake import Call, FakeHipChat, FakeHipChatError, Installed, OAuthClient
+from addon.testing.harness import TEST_ADDON_URL, addon_settings, create_test_app, trusting
 from addon.testing.ui import GlancePush, LoadedPage
 
 __all__ = [
+    "TEST_ADDON_URL",
     "Call",
     "FakeHipChat",
     "FakeHipChatError",
@@ -26,4 +32,7 @@ __all__ = [
     "LoadedPage",
     "OAuthClient",
     "RecordedRequest",
+    "addon_settings",
+    "create_test_app",
+    "trusting",
 ]

@@ -11,7 +11,8 @@ app = create_app(settings, transport=hipchat.transport())
 async with hipchat.connect(app, settings.base_url) as addon:
     installed = await hipchat.install(addon, room_id=1)
 ```
-or serve ``hipchat.app`` with uvicorn on a real socket.
+or hand ``install`` the app itself (the fake then connects to it, and ``aclose`` closes that
+connection), or serve ``hipchat.app`` with uvicorn on a real socket.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from addon.jwt_auth import sign_jwt
 from addon.testing.api import FakeRestAPI
@@ -112,6 +114,12 @@ class _UserGrant:
     redirect_uri: str = ""
 
 
+AddonPeer = httpx.AsyncClient | ASGIApp
+"""The add-on as the fake reaches it: an HTTP client, or the ASGI app itself (in-process)."""
+
+_DEFAULT_ADDON_URL = "http://addon.test"
+
+
 def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"code": status, "message": message, "type": kind}}, status)
 
@@ -154,6 +162,7 @@ class FakeHipChat(UIClientSide):
         self._codes: dict[str, _UserGrant] = {}
         self.refresh_tokens: dict[str, _UserGrant] = {}
         self.api = FakeRestAPI(is_valid_token=self.is_valid_token, now=now)
+        self._connections: list[tuple[ASGIApp, httpx.AsyncClient]] = []
         self.app = Starlette(routes=[*self._routes(), self.api.mount("/v2")])
 
     # -- the HipChat side of the wire -------------------------------------------------------
@@ -162,10 +171,37 @@ class FakeHipChat(UIClientSide):
         """An httpx transport that delivers the add-on's requests to this fake, in-process."""
         return httpx.ASGITransport(app=self.app)
 
+    @property
+    def host(self) -> str:
+        """This fake's ``host[:port]``, as ``ADDON_HIPCHAT_HOSTS`` must list it."""
+        return urlsplit(self.base_url).netloc
+
     @staticmethod
-    def connect(app: Any, base_url: str) -> httpx.AsyncClient:
-        """An HTTP client that reaches the add-on ``app`` in-process, as HipChat would."""
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+    def connect(app: Any, base_url: str | None = None) -> httpx.AsyncClient:
+        """An HTTP client that reaches the add-on ``app`` in-process, as HipChat would.
+
+        ``base_url`` defaults to the add-on's ``ADDON_BASE_URL`` when ``app`` is ours.
+        """
+        url = base_url or _base_url_of(app)
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=url)
+
+    def peer(self, addon: AddonPeer) -> httpx.AsyncClient:
+        """The HTTP client for ``addon``: itself, or a connection to the app (kept until
+        ``aclose``)."""
+        if isinstance(addon, httpx.AsyncClient):
+            return addon
+        for app, client in self._connections:
+            if app is addon:
+                return client
+        client = self.connect(addon)
+        self._connections.append((addon, client))
+        return client
+
+    async def aclose(self) -> None:
+        """Close the connections ``peer`` opened to add-on apps."""
+        connections, self._connections = self._connections, []
+        for _app, client in connections:
+            await client.aclose()
 
     def token_requests(self, grant_type: str | None = None) -> list[Call]:
         """The token endpoint calls received (optionally of one grant type)."""
@@ -502,17 +538,17 @@ class FakeHipChat(UIClientSide):
 
     # -- HipChat driving the add-on ---------------------------------------------------------
 
-    async def descriptor(self, addon: httpx.AsyncClient, url: str | None = None) -> dict[str, Any]:
+    async def descriptor(self, addon: AddonPeer, url: str | None = None) -> dict[str, Any]:
         """GET the add-on's descriptor, as HipChat does before it installs."""
-        response = await addon.get(url or "/atlassian-connect.json")
+        response = await self.peer(addon).get(url or "/atlassian-connect.json")
         if response.status_code != 200:
-            raise FakeHipChatError(f"descriptor answered {response.status_code}", response)
+            raise FakeHipChatError(_refusal("descriptor", response), response)
         document: dict[str, Any] = response.json()
         return document
 
     async def install(
         self,
-        addon: httpx.AsyncClient,
+        addon: AddonPeer,
         *,
         room_id: int | None = None,
         group_id: int = 1,
@@ -520,8 +556,11 @@ class FakeHipChat(UIClientSide):
     ) -> Installed:
         """Install the add-on (room or global) with the flow its descriptor declares.
 
-        Raises ``FakeHipChatError`` when the add-on refuses; HipChat then deletes the client.
+        ``addon`` is an HTTP client reaching the add-on, or the add-on's ASGI app. Raises
+        ``FakeHipChatError`` with the add-on's error message when it refuses; HipChat then
+        deletes the client.
         """
+        addon = self.peer(addon)
         descriptor = await self.descriptor(addon)
         client = self.new_client(
             room_id=room_id,
@@ -538,11 +577,12 @@ class FakeHipChat(UIClientSide):
             response = await self._client_side(addon, installable["installedUrl"], client)
         if not (response.is_success or self._redirected_back(response)):
             del self.clients[client.oauth_id]
-            raise FakeHipChatError(f"install answered {response.status_code}", response)
+            raise FakeHipChatError(_refusal("install", response), response)
         return Installed(client.oauth_id, client.oauth_secret, group_id, room_id, response, addon)
 
-    async def update(self, addon: httpx.AsyncClient, installed: Installed) -> httpx.Response:
+    async def update(self, addon: AddonPeer, installed: Installed) -> httpx.Response:
         """Re-install (update) the add-on, keeping its oauth_id."""
+        addon = self.peer(addon)
         installable = (await self.descriptor(addon))["capabilities"]["installable"]
         client = self.clients[installed.oauth_id]
         if "callbackUrl" in installable:
@@ -551,8 +591,9 @@ class FakeHipChat(UIClientSide):
         url = installable.get("updatedUrl", installable["installedUrl"])
         return await self._client_side(addon, url, client)
 
-    async def uninstall(self, addon: httpx.AsyncClient, installed: Installed) -> httpx.Response:
+    async def uninstall(self, addon: AddonPeer, installed: Installed) -> httpx.Response:
         """Uninstall as HipChat does: revoke the OAuth client, then tell the add-on."""
+        addon = self.peer(addon)
         installable = (await self.descriptor(addon))["capabilities"]["installable"]
         client = self.clients[installed.oauth_id]
         self.revoke(client.oauth_id)
@@ -612,3 +653,18 @@ class FakeHipChat(UIClientSide):
             }
         )
         return await addon.get(f"{url}?{query}")
+
+
+def _base_url_of(app: Any) -> str:
+    """The add-on's ``ADDON_BASE_URL`` when ``app`` is one of ours, else a placeholder."""
+    settings = getattr(getattr(getattr(app, "state", None), "addon", None), "settings", None)
+    return str(getattr(settings, "base_url", _DEFAULT_ADDON_URL))
+
+
+def _refusal(what: str, response: httpx.Response) -> str:
+    """``"install answered 400: <the add-on's error message>"`` (or the start of its body)."""
+    try:
+        message = str(response.json()["error"]["message"])
+    except (ValueError, LookupError, TypeError):
+        message = response.text[:200].strip()
+    return f"{what} answered {response.status_code}" + (f": {message}" if message else "")
