@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
-    PlainTextResponse,
     RedirectResponse,
     Response,
 )
@@ -41,6 +40,7 @@ from addon.errors import (
 )
 from addon.installations import Installation, InstallPayload, oauth_id_from
 from addon.jwt_auth import check_webhook_claims, extract_jwt, verify_jwt
+from addon.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from addon.app import Addon
@@ -192,10 +192,10 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """``GET /metrics``: counters in the Prometheus text format."""
+    """``GET /metrics``: counters and histograms in the Prometheus text format."""
     addon = _addon(request)
-    gauges = {"addon_installations": float(len(await addon.installations.oauth_ids()))}
-    return PlainTextResponse(addon.metrics.render(gauges), media_type="text/plain; version=0.0.4")
+    text = addon.metrics.render(await addon.installations.count())
+    return Response(text, media_type=CONTENT_TYPE)
 
 
 async def oauth_approve(request: Request) -> Response:

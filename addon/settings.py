@@ -56,6 +56,8 @@ class Settings:
     http_timeout: float = 10.0
     max_document_bytes: int = 256 * 1024
     log_level: str = "INFO"
+    # prometheus-client's own variable: set, every worker process writes its metrics there.
+    metrics_dir: Path | None = None
 
     @property
     def any_host_allowed(self) -> bool:
@@ -98,6 +100,9 @@ class Settings:
             log_level=_choice(
                 env, "ADDON_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
+            metrics_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"])
+            if env.get("PROMETHEUS_MULTIPROC_DIR")
+            else None,
         )
 
 

@@ -67,6 +67,10 @@ class Store(Protocol):
         """Every member of the set at ``key``."""
         ...
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has (0 when there is none), without reading them."""
+        ...
+
     async def scan(self, prefix: str) -> list[str]:
         """Every key (plain or set) that starts with ``prefix``, literally (no glob)."""
         ...

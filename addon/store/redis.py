@@ -138,6 +138,11 @@ class RedisStore:
             found = await self._redis.smembers(self.namespace + key)
         return {str(member) for member in found}
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has (SCARD)."""
+        with self._unavailable():
+            return int(await self._redis.scard(self.namespace + key))
+
     async def scan(self, prefix: str) -> list[str]:
         """Every key that starts with ``prefix``, literally (glob characters are escaped)."""
         pattern = _GLOB_CHARS.sub(r"\\\1", self.namespace + prefix) + "*"
