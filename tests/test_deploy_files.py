@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from addon.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("scripts/install", "scripts/check", "scripts/test", ".ci/run")
 HEALTHZ = "http://127.0.0.1:8000/healthz"
@@ -419,8 +421,6 @@ class _Reads(dict[str, str]):
 
 
 def test_addon_environment_wiring() -> None:
-    from addon.settings import Settings
-
     env = environment(service("addon"))
     name, url = _default(env["ADDON_BASE_URL"])
     assert name == "ADDON_BASE_URL"
