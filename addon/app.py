@@ -30,7 +30,7 @@ from addon.hosts import HostPolicy, PinnedTransport
 from addon.installations import InstallationRepository
 from addon.integrations import Integration, help_integration, load_integrations
 from addon.lifecycle import Lifecycle
-from addon.metrics import Metrics
+from addon.metrics import Metrics, TimedStore
 from addon.routes import exception_handlers, routes
 from addon.runtime import AddonRuntime
 from addon.seal import Sealer
@@ -121,7 +121,8 @@ def build_addon(
     integrations = list(integrations)
     descriptor = build_addon_descriptor(settings, capabilities, integrations)
     scopes = tuple(descriptor["capabilities"]["hipchatApiConsumer"]["scopes"])
-    store = store or open_store(settings.store_url)
+    metrics = Metrics(settings.metrics_dir)
+    store = TimedStore(store or open_store(settings.store_url), metrics)
     keys = Keys(capabilities.key)
     sealer = Sealer(settings.secret_key)
     hosts = HostPolicy(settings.hipchat_hosts)
@@ -133,7 +134,7 @@ def build_addon(
         headers={"User-Agent": "hipchat-addon"},
     )
     installations = InstallationRepository(store, keys, sealer)
-    tokens = TokenService(store, keys, sealer, http, now=now)
+    tokens = TokenService(store, keys, sealer, http, now=now, metrics=metrics)
     lifecycle = Lifecycle(
         repository=installations,
         tokens=tokens,
@@ -164,8 +165,9 @@ def build_addon(
         approvals=approvals,
         integrations=integrations,
         runtime=runtime,
-        dispatcher=Dispatcher(integrations, runtime, raise_errors=raise_errors),
+        dispatcher=Dispatcher(integrations, runtime, raise_errors=raise_errors, metrics=metrics),
         now=now,
+        metrics=metrics,
     )
 
 
@@ -216,7 +218,11 @@ def create_app(
 
 
 class MetricsMiddleware:
-    """Counts every HTTP response by route template (never the raw path) and status."""
+    """Times every HTTP response by route template (never the raw path) and status.
+
+    Pure ASGI (no ``BaseHTTPMiddleware`` task and body streaming): per request, one closure to
+    see the status, two clock reads and the observation.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -227,6 +233,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         status = 500
+        started = time.perf_counter()
 
         async def sending(message: Message) -> None:
             nonlocal status
@@ -239,7 +246,7 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.inc("addon_http_requests_total", route=path, status=str(status))
+            self.metrics.observe_http(path, status, time.perf_counter() - started)
 
 
 def create_app_from_environ() -> Starlette:

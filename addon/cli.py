@@ -20,8 +20,10 @@ import json
 import logging
 import logging.config
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -445,15 +447,35 @@ def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) ->
         log.warning("%s", warning)
     # Workers are separate processes that read the environment themselves: hand them our flags.
     os.environ.update({k: v for k, v in env.items() if k.startswith("ADDON_")})
-    uvicorn.run(
-        "addon.app:create_app_from_environ",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=config,  # applied again in each worker process
-        proxy_headers=True,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout) + 1,
-        **uvicorn_options(settings),
-    )
+    with _metrics_dir(args.workers):
+        uvicorn.run(
+            "addon.app:create_app_from_environ",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=config,  # applied again in each worker process
+            proxy_headers=True,
+            timeout_graceful_shutdown=int(settings.shutdown_timeout) + 1,
+            **uvicorn_options(settings),
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_dir(workers: int) -> Iterator[None]:
+    """Under several workers, a fresh ``PROMETHEUS_MULTIPROC_DIR`` (unless one is given).
+
+    prometheus-client then keeps each worker's values in files there, and every worker's
+    ``/metrics`` sums them. The directory must start empty and is removed when serving ends.
+    """
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="hipchat-addon-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(path, ignore_errors=True)

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
-    PlainTextResponse,
     RedirectResponse,
     Response,
 )
@@ -46,6 +45,7 @@ from addon.installations import Installation, InstallPayload, oauth_id_from
 from addon.jsonvalue import loads as load_json
 from addon.jwt_auth import Claims, check_webhook_claims, extract_jwt, verify_jwt
 from addon.landing import LANDING_HEADERS, LandingPage, render_landing
+from addon.metrics import CONTENT_TYPE
 from addon.webhooks import Signed
 
 if TYPE_CHECKING:
@@ -224,10 +224,10 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """``GET /metrics``: counters in the Prometheus text format."""
+    """``GET /metrics``: counters and histograms in the Prometheus text format."""
     addon = _addon(request)
-    gauges = {"addon_installations": float(len(await addon.installations.oauth_ids()))}
-    return PlainTextResponse(addon.metrics.render(gauges), media_type="text/plain; version=0.0.4")
+    text = addon.metrics.render(await addon.installations.count())
+    return Response(text, media_type=CONTENT_TYPE)
 
 
 async def oauth_approve(request: Request) -> Response:

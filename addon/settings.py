@@ -60,6 +60,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "auto"
     storage_files_path: Path = Path("storage-files")
+    # prometheus-client's own variable: set, every worker process writes its metrics there.
+    metrics_dir: Path | None = None
 
     @property
     def any_host_allowed(self) -> bool:
@@ -108,6 +110,9 @@ class Settings:
             ),
             log_format=_choice(env, "ADDON_LOG_FORMAT", ("auto", "json", "text"), "auto"),
             storage_files_path=Path(env.get("ADDON_STORAGE_FILES_PATH") or "storage-files"),
+            metrics_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"])
+            if env.get("PROMETHEUS_MULTIPROC_DIR")
+            else None,
         )
 
 

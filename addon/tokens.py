@@ -31,6 +31,7 @@ import httpx
 from addon.bodies import read_capped
 from addon.errors import ApprovalRequired, ClientGone, HostNotAllowed, RequestError, TokenError
 from addon.installations import Installation
+from addon.metrics import Metrics
 from addon.seal import Sealer
 from addon.store import Keys, Store, lock
 
@@ -179,8 +180,10 @@ class TokenService:
         *,
         margin: float = DEFAULT_MARGIN,
         now: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store, self.keys, self.sealer, self.http = store, keys, sealer, http
+        self.metrics = metrics or Metrics()
         self.margin = margin
         self.now = now
         # One lock per key while someone waits on it; idle locks go away with their last user.
@@ -214,7 +217,8 @@ class TokenService:
 
     async def grant(self, installation: Installation, form: Mapping[str, str]) -> AccessToken:
         """POST one grant to ``installation``'s token endpoint (``fetch_token`` on our client)."""
-        return await fetch_token(self.http, installation, form, now=self.now())
+        with self.metrics.token_request(form["grant_type"]):
+            return await fetch_token(self.http, installation, form, now=self.now())
 
     async def remember(self, installation: Installation, token: AccessToken) -> None:
         """Cache ``token`` (obtained elsewhere, e.g. while installing) for its scopes."""

@@ -26,6 +26,7 @@ import functools
 import inspect
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict, TypeVar
@@ -52,6 +53,7 @@ from addon.errors import (
 from addon.events import Webhook, parse_webhook
 from addon.installations import Installation
 from addon.integrations import Command, Handler, Integration, check_unique
+from addon.metrics import Metrics
 
 __all__ = ["Dispatcher", "Runtime", "Signed", "Webhook", "parse_webhook"]
 
@@ -176,8 +178,10 @@ class Dispatcher:
         *,
         raise_errors: bool = False,
         max_threads: int = 16,
+        metrics: Metrics | None = None,
     ) -> None:
         check_unique(integrations)
+        self._metrics = metrics or Metrics()
         self._runtime = runtime
         self._raise_errors = raise_errors
         self._commands: dict[str, tuple[Integration, Command]] = {
@@ -317,8 +321,9 @@ class Dispatcher:
         return True
 
     async def _run(self, job: _Job, delivery: _Delivery) -> None:
+        started, outcome = time.perf_counter(), "cancelled"
         try:
-            await self._guarded(job)
+            outcome = await self._guarded(job)
         # Still the per-handler boundary: what _guarded lets out (its own re-raise in raise_errors
         # mode, or a failure to tell the room) must not escape the task.
         except Exception as exc:
@@ -326,11 +331,14 @@ class Dispatcher:
                 job.context.log.exception("%s could not be finished", job.handler.label)
             elif not delivery.fail(exc):
                 self._errors.append(exc)
+            outcome = "error"
         finally:
+            key, elapsed = job.context.integration.key, time.perf_counter() - started
+            self._metrics.observe_handler(key, outcome, elapsed)
             delivery.job_done()
 
-    async def _guarded(self, job: _Job) -> None:
-        """Run one handler; the per-handler boundary of STYLE §E.5."""
+    async def _guarded(self, job: _Job) -> str:
+        """Run one handler; the per-handler boundary of STYLE §E.5. Returns the outcome."""
         label, context = job.handler.label, job.context
         timeout = self._runtime.settings.command_timeout
         scope = asyncio.timeout(timeout)
@@ -339,6 +347,7 @@ class Dispatcher:
                 await _call(job)
         except ApprovalRequired as exc:
             await _tell(context, _approval_notice(label, exc, _sender_of(context)))
+            return "approval"
         except asyncio.CancelledError:
             if self._draining:
                 await _tell(context, _notice(f"{label} was stopped: the add-on is restarting"))
@@ -347,11 +356,13 @@ class Dispatcher:
             if isinstance(exc, TimeoutError) and scope.expired():
                 context.log.warning("%s timed out after %g s", label, timeout)
                 await _tell(context, _notice(f"{label} timed out after {timeout:g} s"))
-                return
+                return "timeout"
             context.log.exception("%s failed", label)
             if self._raise_errors:
                 raise
             await _tell(context, _notice(_failure_text(label, exc)))
+            return "error"
+        return "ok"
 
 
 @dataclasses.dataclass(frozen=True)

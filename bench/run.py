@@ -122,7 +122,7 @@ def started(
             process.wait()
 
 
-def uvicorn_command(app: str, port: int, *extra: str) -> list[str]:
+def uvicorn_command(app: str, port: int, *extra: str, workers: int = 1) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -134,7 +134,7 @@ def uvicorn_command(app: str, port: int, *extra: str) -> list[str]:
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--log-level",
         "warning",
         "--no-access-log",
@@ -435,7 +435,18 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
             "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations"),
             "ADDON_LOG_LEVEL": "WARNING",
+            # As `hipchat-addon serve --workers N` does: metrics summed over the workers.
+            **(
+                {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(name))}
+                if args.addon_workers > 1
+                else {}
+            ),
         }
+
+    def metrics_dir(name: str) -> Path:
+        path = workdir / f"metrics-{name}"
+        path.mkdir(exist_ok=True)
+        return path
 
     redis_command = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1"]
     redis_command += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
@@ -452,7 +463,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         processes = {
             name: stack.enter_context(
                 started(
-                    uvicorn_command("addon.app:create_app_from_environ", ports[name]),
+                    uvicorn_command(
+                        "addon.app:create_app_from_environ",
+                        ports[name],
+                        workers=args.addon_workers,
+                    ),
                     ports[name],
                     workdir,
                     name,
@@ -746,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5, help="per target per round (whole s)")
     parser.add_argument("--warmup", type=int, default=1, help="per target, not counted (s)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument(
+        "--addon-workers", type=int, default=1, help="uvicorn worker processes of the add-on"
+    )
     parser.add_argument(
         "--floor-c3",
         action="store_true",

@@ -27,9 +27,13 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from addon.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("scripts/install", "scripts/check", "scripts/test", ".ci/run")
 HEALTHZ = "http://127.0.0.1:8000/healthz"
+READYZ = "http://127.0.0.1:8000/readyz"
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.sentinel.yml")
 
 
 # --- readers -------------------------------------------------------------------------------------
@@ -138,8 +142,8 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-def compose() -> dict[str, Any]:
-    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+def compose(path: str = "docker-compose.yml") -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / path).read_text(encoding="utf-8"))
     assert isinstance(data, dict)
     return data
 
@@ -198,10 +202,16 @@ def option(argv: list[str], name: str) -> str:
 # --- Dockerfile ----------------------------------------------------------------------------------
 
 
-def test_image_builds_on_python_311_slim() -> None:
+def test_image_python_satisfies_requires_python() -> None:
     instructions = read_dockerfile((ROOT / "Dockerfile").read_text(encoding="utf-8"))
     bases = [i.args.split()[0] for i in instructions if i.keyword == "FROM"]
-    assert bases and all(base == "python:3.11-slim" for base in bases)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    floor = re.fullmatch(r">=\s*3\.(\d+)", pyproject["project"]["requires-python"])
+    assert floor, "requires-python is expected as >=3.N"
+    for base in bases:
+        version = re.fullmatch(r"python:3\.(\d+)\b.*", base)
+        assert version, f"{base} is not an official python image with a 3.N tag"
+        assert int(version[1]) >= int(floor[1]), f"{base} is older than requires-python"
 
 
 def test_image_runs_as_the_non_root_user_it_creates() -> None:
@@ -210,7 +220,7 @@ def test_image_runs_as_the_non_root_user_it_creates() -> None:
     assert user not in ("", "root", "0")
     created = [i.args for i in stage if i.keyword == "RUN" and "useradd" in i.args]
     assert created, "no RUN creates the user"
-    assert re.search(rf"useradd\b[^;&|]*--uid 10001\b[^;&|]*\b{re.escape(user)}\b", created[0])
+    assert re.search(rf"useradd\b[^;&|]*\b{re.escape(user)}\b", created[0])
 
 
 def test_image_exposes_the_port_the_server_listens_on() -> None:
@@ -287,11 +297,13 @@ def test_dockerignore_keeps_local_state_out_of_the_context(path: str, ignored: b
 
 
 class _Healthz(http.server.BaseHTTPRequestHandler):
+    """Answers ``status`` on /healthz and /readyz (the probes the health checks use)."""
+
     status = 200
 
     def do_GET(self) -> None:
         body = b'{"status": "ok"}'
-        code = self.status if self.path == "/healthz" else 404
+        code = self.status if self.path in ("/healthz", "/readyz") else 404
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -323,19 +335,20 @@ def _closed_port() -> int:
     return port
 
 
-def healthcheck_commands() -> list[list[str]]:
+def healthcheck_commands() -> list[tuple[list[str], str]]:
+    """(command, URL it must probe): the image's liveness check, compose's readiness check."""
     _, dockerfile = dockerfile_healthcheck()
     test = words(service("addon")["healthcheck"]["test"])
     assert test[0] == "CMD", "the addon healthcheck must be exec form (CMD ...)"
-    return [dockerfile, test[1:]]
+    return [(dockerfile, HEALTHZ), (test[1:], READYZ)]
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["Dockerfile", "compose"])
-def test_healthcheck_passes_only_while_healthz_answers_200(
+def test_healthcheck_passes_only_while_the_probe_answers_200(
     which: int, healthz_server: tuple[int, type[_Healthz]]
 ) -> None:
-    argv = healthcheck_commands()[which]
-    assert argv[:2] == ["python", "-c"] and HEALTHZ in argv[2]
+    argv, url = healthcheck_commands()[which]
+    assert argv[:2] == ["python", "-c"] and url in argv[2]
     port, handler = healthz_server
 
     def run(target: int) -> int:
@@ -350,23 +363,23 @@ def test_healthcheck_passes_only_while_healthz_answers_200(
     assert run(_closed_port()) == 1
 
 
-# --- docker-compose.yml --------------------------------------------------------------------------
+# --- docker-compose.yml and docker-compose.sentinel.yml -----------------------------------------
 
 
-def test_compose_runs_the_addon_and_redis() -> None:
-    assert set(compose()["services"]) == {"addon", "redis"}
+def test_compose_runs_redis_the_addon_and_a_proxy() -> None:
+    assert {"addon", "redis", "proxy"} <= set(compose()["services"])
     assert service("addon")["build"] in (".", {"context": "."})
 
 
 def test_redis_keeps_an_append_only_file_on_a_named_volume() -> None:
     redis = service("redis")
-    assert str(redis["image"]).startswith("redis:7")
+    assert str(redis["image"]).partition(":")[0].endswith("redis")
     command = words(redis["command"])
     assert command[0] == "redis-server"
     assert option(command, "--appendonly") == "yes"
     mounts = [str(v).split(":") for v in redis["volumes"]]
-    assert ["redis-data", "/data"] in [m[:2] for m in mounts]
-    assert "redis-data" in compose()["volumes"]
+    volume = next(m[0] for m in mounts if m[1:2] == ["/data"])
+    assert volume in compose()["volumes"], "the append-only file must outlive the container"
 
 
 def test_redis_healthcheck_pings() -> None:
@@ -378,7 +391,7 @@ def test_addon_store_url_points_at_the_redis_service() -> None:
     url = urlsplit(environment(service("addon"))["ADDON_STORE_URL"] or "")
     assert url.scheme == "redis"
     assert url.hostname == "redis" and url.port in (None, 6379)
-    assert str(service(url.hostname)["image"]).startswith("redis:")
+    assert "redis" in str(service(url.hostname)["image"])
 
 
 def _default(value: str | None) -> tuple[str, str]:
@@ -387,31 +400,150 @@ def _default(value: str | None) -> tuple[str, str]:
     return match[1], match[2]
 
 
+class _Reads(dict[str, str]):
+    """An environment that remembers every name Settings asks it for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return super().__contains__(key)
+
+
 def test_addon_environment_wiring() -> None:
     env = environment(service("addon"))
-    assert _default(env["ADDON_BASE_URL"]) == ("ADDON_BASE_URL", "http://localhost:8000")
+    name, url = _default(env["ADDON_BASE_URL"])
+    assert name == "ADDON_BASE_URL"
+    assert urlsplit(url).port == published_port(), "the default URL is the proxy's host port"
     name, hosts = _default(env["ADDON_HIPCHAT_HOSTS"])
     assert name == "ADDON_HIPCHAT_HOSTS" and hosts
     for secret in ("ADDON_SECRET_KEY", "ADDON_ADMIN_TOKEN"):
         # Passed through from the caller's environment, never written into the file.
         assert env[secret] in (None, f"${{{secret}}}", f"${{{secret}:-}}")
-    settings = (ROOT / "addon" / "settings.py").read_text(encoding="utf-8")
-    unknown = [n for n in env if f'"{n}"' not in settings]
-    assert not unknown, f"addon/settings.py reads no {unknown}"
+    reads = _Reads()
+    Settings.from_environ(reads)
+    unknown = sorted(set(env) - reads.asked)
+    assert not unknown, f"Settings.from_environ reads no {unknown}"
 
 
-def test_addon_publishes_port_8000_to_the_server_port() -> None:
-    published = [str(p) for p in service("addon")["ports"]]
-    assert "8000:8000" in published
-    container = published[published.index("8000:8000")].rsplit(":", 1)[1]
-    assert container == option(dockerfile_cmd(), "--port")
+def published_port() -> int:
+    """The host port the proxy publishes (the one port of the deployment)."""
+    [mapping] = [str(p) for p in service("proxy")["ports"]]
+    host, _, _ = mapping.rpartition(":")
+    assert host, f"the proxy must publish a host port: {mapping}"
+    return int(host.rpartition(":")[2])
 
 
-def test_addon_starts_after_redis_is_healthy_and_restarts() -> None:
-    addon = service("addon")
-    assert addon["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert addon["restart"] == "unless-stopped"
-    assert words(addon["healthcheck"]["test"])[0] == "CMD"
+def _host_ports(svc: dict[str, Any]) -> list[str]:
+    """The ``ports`` entries of ``svc`` that fix a host port (short or long syntax)."""
+    fixed = []
+    for entry in svc.get("ports", []):
+        if isinstance(entry, dict):
+            if entry.get("published"):
+                fixed.append(str(entry))
+        elif ":" in str(entry):
+            fixed.append(str(entry))
+    return fixed
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES)
+def test_addon_replicas_publish_no_host_port(path: str) -> None:
+    # `docker compose up --scale addon=3` fails on the second replica if a host port is fixed.
+    addon = compose(path)["services"].get("addon", {})
+    assert not _host_ports(addon), f"{path}: the addon service fixes a host port"
+
+
+def test_the_proxy_publishes_the_port_and_forwards_to_the_addon_port() -> None:
+    proxy = service("proxy")
+    container = int(str(proxy["ports"][0]).rpartition(":")[2])
+    env = environment(proxy)
+    assert env["ADDON_PROXY_PORT"] == str(container), "nginx must listen on the published port"
+    servers = env["ADDON_UPSTREAM_SERVERS"] or ""
+    addon_port = option(dockerfile_cmd(), "--port")
+    assert re.search(rf"\bserver addon:{addon_port}\b", servers), servers
+    exposed = [str(p) for p in service("addon").get("expose", [])]
+    assert addon_port in exposed
+
+
+def test_the_proxy_runs_the_nginx_template_the_balancer_test_runs() -> None:
+    proxy = service("proxy")
+    assert str(proxy["image"]).partition(":")[0].endswith("nginx")
+    mounts = [str(v).split(":") for v in proxy["volumes"]]
+    [source] = [m[0] for m in mounts if m[1].startswith("/etc/nginx/templates/")]
+    template = (ROOT / source).read_text(encoding="utf-8")
+    placeholders = set(re.findall(r"\$\{(\w+)\}", template))
+    assert placeholders <= set(environment(proxy)), "the image's envsubst would leave a hole"
+    assert source.removeprefix("./") == "deploy/nginx/addon.conf.template"
+
+
+def test_the_proxy_has_a_health_check_and_waits_for_a_ready_addon() -> None:
+    proxy = service("proxy")
+    test = words(proxy["healthcheck"]["test"])
+    assert test[0] in ("CMD", "CMD-SHELL") and any("/readyz" in word for word in test)
+    assert proxy["depends_on"]["addon"]["condition"] == "service_healthy"
+
+
+def test_services_start_after_their_dependencies_are_healthy_and_restart() -> None:
+    for name in ("addon", "proxy"):
+        svc = service(name)
+        assert all(d["condition"] == "service_healthy" for d in svc["depends_on"].values())
+        assert svc["restart"] in ("always", "unless-stopped", "on-failure")
+    assert words(service("addon")["healthcheck"]["test"])[0] == "CMD"
+
+
+def test_sentinel_compose_points_the_addon_at_three_healthy_sentinels() -> None:
+    sentinel = compose("docker-compose.sentinel.yml")
+    services = sentinel["services"]
+    url = urlsplit(environment(services["addon"])["ADDON_STORE_URL"] or "")
+    assert url.scheme == "redis+sentinel"
+    hosts = [h.partition(":") for h in url.netloc.split(",")]
+    assert len(hosts) == 3
+    master = url.path.strip("/").split("/")[0]
+    for host, _, port in hosts:
+        assert host in services and port == "26379", host
+        assert services["addon"]["depends_on"][host]["condition"] == "service_healthy"
+        script = "\n".join(words(services[host]["command"]))
+        assert f"sentinel monitor {master} redis 6379 2" in script, "quorum 2 of 3 on `redis`"
+        assert "26379" in words(services[host]["healthcheck"]["test"])
+    replica = words(services["redis-replica"]["command"])
+    assert option(replica, "--replicaof") == "redis"
+
+
+def compose_command() -> list[str]:
+    """``docker compose`` (the plugin), else the older ``docker-compose``; skip without both."""
+    docker = shutil.which("docker")
+    if docker is not None:
+        version = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=30, check=False
+        )
+        if version.returncode == 0:
+            return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    if legacy is not None:
+        return [legacy]
+    pytest.skip("neither the docker compose plugin nor docker-compose is installed")
+
+
+@pytest.mark.parametrize("files", [COMPOSE_FILES[:1], COMPOSE_FILES], ids=["base", "sentinel"])
+def test_docker_compose_config_accepts_the_files(files: tuple[str, ...]) -> None:
+    # `config` parses, merges and validates the files; it needs no Docker engine.
+    argv = [*compose_command(), "--project-directory", str(ROOT)]
+    for name in files:
+        argv += ["-f", str(ROOT / name)]
+    result = subprocess.run(
+        [*argv, "config", "--quiet"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
 
 
 # --- scripts and CI ------------------------------------------------------------------------------
@@ -477,19 +609,39 @@ def ci(tmp_path: Path) -> CiSandbox:
     return CiSandbox(_copy_script(".ci/run", repo), bin_, tmp_path / "calls.log")
 
 
-def test_ci_installs_redis_server_when_missing_then_runs_the_tests(ci: CiSandbox) -> None:
-    _stub(ci.bin / "chromium", "exit 0")
+_TOOLS = ("redis-server", "nginx", "chromium")
+_PACKAGES = {"redis-server": "redis-server", "nginx": "nginx-light", "chromium": "chromium"}
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [("redis-server", "nginx", "chromium"), ("redis-server",), ("nginx",), ("chromium",)],
+    ids=["all-missing", "redis-missing", "nginx-missing", "chromium-missing"],
+)
+def test_ci_installs_what_is_missing_with_one_apt_update(
+    ci: CiSandbox, missing: tuple[str, ...]
+) -> None:
+    for tool in _TOOLS:
+        if tool not in missing:
+            _stub(ci.bin / tool, "exit 0")
     result = ci()
     assert result.returncode == 0, result.stderr
+    installs = [
+        f"apt-get install -y --no-install-recommends {_PACKAGES[tool]} "
+        "DEBIAN_FRONTEND=noninteractive"
+        for tool in _TOOLS
+        if tool in missing
+    ]
     assert ci.calls() == [
         "apt-get update DEBIAN_FRONTEND=noninteractive",
-        "apt-get install -y --no-install-recommends redis-server DEBIAN_FRONTEND=noninteractive",
+        *installs,
         "scripts/test [] CI=true",
     ]
 
 
 def test_ci_runs_the_tests_when_chromium_cannot_be_installed(ci: CiSandbox) -> None:
     _stub(ci.bin / "redis-server", "exit 0")
+    _stub(ci.bin / "nginx", "exit 0")
     _stub(ci.bin / "apt-get", 'echo "apt-get $*" >> "$LOG"; exit 100')
     result = ci()
     assert result.returncode == 0, result.stderr
@@ -497,28 +649,26 @@ def test_ci_runs_the_tests_when_chromium_cannot_be_installed(ci: CiSandbox) -> N
     assert ci.calls()[-1] == "scripts/test [] CI=true"
 
 
-def test_ci_installs_chromium_when_missing_with_one_apt_update(ci: CiSandbox) -> None:
-    result = ci()
-    assert result.returncode == 0, result.stderr
-    assert ci.calls() == [
-        "apt-get update DEBIAN_FRONTEND=noninteractive",
-        "apt-get install -y --no-install-recommends redis-server DEBIAN_FRONTEND=noninteractive",
-        "apt-get install -y --no-install-recommends chromium DEBIAN_FRONTEND=noninteractive",
-        "scripts/test [] CI=true",
-    ]
-
-
-def test_ci_uses_the_redis_server_and_chromium_on_path(ci: CiSandbox) -> None:
-    _stub(ci.bin / "redis-server", "exit 0")
+def test_ci_fails_when_redis_server_cannot_be_installed(ci: CiSandbox) -> None:
+    _stub(ci.bin / "nginx", "exit 0")
     _stub(ci.bin / "chromium", "exit 0")
+    _stub(ci.bin / "apt-get", 'echo "apt-get $*" >> "$LOG"; exit 100')
+    result = ci()
+    assert result.returncode != 0
+    assert "scripts/test [] CI=true" not in ci.calls()
+
+
+def test_ci_uses_the_tools_on_path(ci: CiSandbox) -> None:
+    for tool in _TOOLS:
+        _stub(ci.bin / tool, "exit 0")
     result = ci()
     assert result.returncode == 0, result.stderr
     assert ci.calls() == ["scripts/test [] CI=true"]
 
 
 def test_ci_fails_when_the_tests_fail_or_none_ran(ci: CiSandbox) -> None:
-    _stub(ci.bin / "redis-server", "exit 0")
-    _stub(ci.bin / "chromium", "exit 0")
+    for tool in _TOOLS:
+        _stub(ci.bin / tool, "exit 0")
     _stub(ci.run.parent.parent / "scripts" / "test", "exit 5")  # pytest: no tests collected
     assert ci().returncode == 5
 

@@ -73,7 +73,7 @@ async def eventually(condition: Callable[[], bool], seconds: float = 3.0) -> Non
 
 
 def no_500s(app: Starlette) -> None:
-    rendered = addon_of(app).metrics.render({})
+    rendered = addon_of(app).metrics.render(0).decode()
     assert 'status="500"' not in rendered, rendered
 
 

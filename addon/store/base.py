@@ -128,6 +128,9 @@ class Store(Protocol):
         larger than ``quota`` bytes and larger than it was (shrinking is always allowed).
         ``replace`` drops every field not in ``changes`` first. An emptied map is deleted.
         """
+
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has (0 when there is none), without reading them."""
         ...
 
     async def scan(self, prefix: str) -> list[str]:

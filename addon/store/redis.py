@@ -253,6 +253,11 @@ class RedisStore:
             outcome, size, removed = await self._map_update(keys=keys, args=args)
         return MapUpdate(Outcome(_text(outcome)), int(size), int(removed))
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has (SCARD)."""
+        with self._unavailable():
+            return int(await self._redis.scard(self.namespace + key))
+
     async def scan(self, prefix: str) -> list[str]:
         """Every key that starts with ``prefix``, literally (glob characters are escaped)."""
         pattern = _GLOB_CHARS.sub(r"\\\1", self.namespace + prefix) + "*"

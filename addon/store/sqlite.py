@@ -224,6 +224,13 @@ class SQLiteStore:
             db.execute("INSERT OR REPLACE INTO maps (key, size) VALUES (?, ?)", (name, size))
         return MapUpdate(Outcome.WRITTEN, size, removed)
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has."""
+        with self._connection() as db:
+            query = "SELECT COUNT(*) FROM members WHERE key = ?"
+            (count,) = db.execute(query, (self.namespace + key,)).fetchone()
+            return int(count)
+
     async def scan(self, prefix: str) -> list[str]:
         """Every key (plain or set) that starts with ``prefix``, literally."""
         # A range on the primary key instead of LIKE, which would read "%" and "_" as wildcards.
