@@ -23,7 +23,7 @@ from addon.settings import Settings
 
 __all__ = ["main"]
 
-COMMANDS = ("serve", "descriptor", "check", "check-config", "storage")
+COMMANDS = ("serve", "dev", "descriptor", "check", "check-config", "storage")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-p", "--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("-l", "--logfile", help="write logs to this file instead of stderr")
+    dev = sub.add_parser(
+        "dev", parents=[_common()], help="the add-on, a fake HipChat, a playground"
+    )
+    dev.add_argument("--port", type=int, default=8000, help="the add-on's port (default 8000)")
+    dev.add_argument("--hipchat-port", type=int, default=8001, help="the fake's (default 8001)")
+    dev.add_argument("--no-reload", action="store_true", help="do not restart on file changes")
     sub.add_parser("descriptor", parents=[_common()], help="print the descriptor as JSON")
     for name in ("check", "check-config"):
         sub.add_parser(name, parents=[_common()], help="validate everything; list the commands")
@@ -78,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = _environment(args)
     try:
+        if args.command == "dev":
+            from addon.testing.devserver import run_dev
+
+            return run_dev(args, env)
         settings = Settings.from_environ(env)
         if args.command == "serve":
             return _serve(args, settings, env)

@@ -24,7 +24,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -517,10 +517,12 @@ class FakeHipChat(UIClientSide):
         room_id: int | None = None,
         group_id: int = 1,
         oauth_id: str | None = None,
+        installable: Mapping[str, str] | None = None,
     ) -> Installed:
         """Install the add-on (room or global) with the flow its descriptor declares.
 
-        Raises ``FakeHipChatError`` when the add-on refuses; HipChat then deletes the client.
+        ``installable`` replaces the descriptor's (to drive the other flow's URLs). Raises
+        ``FakeHipChatError`` when the add-on refuses; HipChat then deletes the client.
         """
         descriptor = await self.descriptor(addon)
         client = self.new_client(
@@ -531,7 +533,7 @@ class FakeHipChat(UIClientSide):
         )
         consumer = descriptor["capabilities"].get("oauth2Consumer", {})
         client.redirection_urls = tuple(consumer.get("redirectionUrls", ()))
-        installable = descriptor["capabilities"]["installable"]
+        installable = installable or descriptor["capabilities"]["installable"]
         if "callbackUrl" in installable:
             response = await addon.post(installable["callbackUrl"], json=self.payload(client))
         else:
@@ -551,9 +553,14 @@ class FakeHipChat(UIClientSide):
         url = installable.get("updatedUrl", installable["installedUrl"])
         return await self._client_side(addon, url, client)
 
-    async def uninstall(self, addon: httpx.AsyncClient, installed: Installed) -> httpx.Response:
+    async def uninstall(
+        self,
+        addon: httpx.AsyncClient,
+        installed: Installed,
+        installable: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         """Uninstall as HipChat does: revoke the OAuth client, then tell the add-on."""
-        installable = (await self.descriptor(addon))["capabilities"]["installable"]
+        installable = installable or (await self.descriptor(addon))["capabilities"]["installable"]
         client = self.clients[installed.oauth_id]
         self.revoke(client.oauth_id)
         if "callbackUrl" in installable:
