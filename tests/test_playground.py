@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from addon.app import create_app
 from addon.settings import Settings
@@ -26,7 +26,7 @@ async def browser(
     settings: Settings, sqlite_store: SQLiteStore, hipchat: FakeHipChat
 ) -> AsyncIterator[tuple[httpx.AsyncClient, PlaygroundRoom]]:
     """A client on the playground, whose fake HipChat and add-on talk to each other in-process."""
-    apps = {}
+    apps: dict[str, ASGIApp] = {}
 
     async def playground(scope: Scope, receive: Receive, send: Send) -> None:
         await apps["web"](scope, receive, send)
