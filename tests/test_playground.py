@@ -4,9 +4,13 @@ The browser walk-through is ``test_playground_browser.py``."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import re
+import time
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,17 +25,28 @@ from addon.testing.playground.render import clean_html, text_html
 pytestmark = pytest.mark.anyio
 
 
+Browser = tuple[httpx.AsyncClient, PlaygroundRoom]
+
+
 @pytest.fixture
 async def browser(
     settings: Settings, sqlite_store: SQLiteStore, hipchat: FakeHipChat
-) -> AsyncIterator[tuple[httpx.AsyncClient, PlaygroundRoom]]:
+) -> AsyncIterator[Browser]:
     """A client on the playground, whose fake HipChat and add-on talk to each other in-process."""
+    async with _playground(settings, sqlite_store, hipchat) as found:
+        yield found
+
+
+@contextlib.asynccontextmanager
+async def _playground(
+    settings: Settings, store: SQLiteStore, hipchat: FakeHipChat
+) -> AsyncIterator[Browser]:
     apps: dict[str, ASGIApp] = {}
 
     async def playground(scope: Scope, receive: Receive, send: Send) -> None:
         await apps["web"](scope, receive, send)
 
-    addon = create_app(settings, store=sqlite_store, transport=httpx.ASGITransport(playground))
+    addon = create_app(settings, store=store, transport=httpx.ASGITransport(playground))
     room = PlaygroundRoom(hipchat, settings.base_url, transport=httpx.ASGITransport(addon))
     apps["web"] = playground_app(room)
     async with httpx.AsyncClient(
@@ -43,7 +58,7 @@ async def browser(
 
 
 async def test_a_global_client_side_installation_answers_in_every_room(
-    browser: tuple[httpx.AsyncClient, PlaygroundRoom],
+    browser: Browser,
 ) -> None:
     client, room = browser
     answer = await client.post("/playground/install", data={"scope": "global", "flow": "client"})
@@ -66,7 +81,7 @@ async def test_a_global_client_side_installation_answers_in_every_room(
 
 
 async def test_a_server_side_room_installation_stays_in_its_room(
-    browser: tuple[httpx.AsyncClient, PlaygroundRoom],
+    browser: Browser,
 ) -> None:
     client, room = browser
     await client.post("/playground/install", data={"scope": "room", "flow": "server"})
@@ -81,7 +96,7 @@ async def test_a_server_side_room_installation_stays_in_its_room(
 
 
 async def test_the_consent_page_approves_as_the_picked_user_and_hides_tokens(
-    browser: tuple[httpx.AsyncClient, PlaygroundRoom],
+    browser: Browser,
 ) -> None:
     client, room = browser
     await client.post("/playground/install", data={"scope": "room", "flow": "server"})
@@ -104,6 +119,38 @@ async def test_the_consent_page_approves_as_the_picked_user_and_hides_tokens(
     room.record_call("GET", "/v2/oauth/token/abc", 200, 1.0)  # as the recorder logs it
     assert (await client.get("/v2/oauth/token/secret-token")).status_code == 401
     assert "secret-token" not in (await client.get("/playground/fragments")).text
+
+
+async def test_replies_and_rest_notifications_are_told_apart(
+    settings: Settings, sqlite_store: SQLiteStore, hipchat: FakeHipChat
+) -> None:
+    at_once = dataclasses.replace(settings, reply_window=0)
+    async with _playground(at_once, sqlite_store, hipchat) as (client, room):
+        await client.post("/playground/install", data={"scope": "room"})
+        await client.post("/playground/send", data={"text": "/ping later"})
+        deadline = time.monotonic() + 10
+        while not hipchat.notifications(1):
+            assert time.monotonic() < deadline, "the REST reply never came"
+            await anyio.sleep(0.05)
+        messages = (await client.get("/playground/fragments")).json()["messages"]
+        assert 'data-via="REST"' in messages and 'data-via="reply"' not in messages
+        rest = next(e for e in room.log if e.path.endswith("/notification"))
+        assert rest.direction == "to HipChat" and rest.status == 204
+
+
+async def test_a_glance_push_updates_the_sidebar(browser: Browser) -> None:
+    client, room = browser
+    await client.post("/playground/install", data={"scope": "room"})
+    assert "0 notes" in (await client.get("/playground/fragments")).json()["sidebar"]
+    installed = room.installs[0].installed
+    dialog = await room.hipchat.page(installed, "remember-add")
+    added = await dialog.call("POST", "/api/notes", json={"key": "standup", "value": "9:30"})
+    assert added.json()["ok"]
+    assert "1 note<" in (await client.get("/playground/fragments")).json()["sidebar"]
+    assert (
+        await client.get(f"/playground/open/{installed.oauth_id}/remember-panel")
+    ).status_code == 302
+    assert (await client.get(f"/playground/open/{installed.oauth_id}/nope")).status_code == 404
 
 
 def test_html_keeps_hipchats_tags_only() -> None:

@@ -11,10 +11,11 @@ the fake's host is added to ``ADDON_HIPCHAT_HOSTS``, and its store defaults to S
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 
 import uvicorn
@@ -41,8 +42,19 @@ def dev_environment(env: Mapping[str, str], port: int, hipchat_port: int) -> dic
     }
 
 
-def run_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run the dev loop until interrupted (see the module docstring); returns the exit status."""
+def run_dev(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    *,
+    serve: Callable[[Settings, int, bool], None] | None = None,
+    environ: MutableMapping[str, str] | None = None,
+) -> int:
+    """Run the dev loop until interrupted (see the module docstring); returns the exit status.
+
+    ``serve(settings, port, reload)`` runs the add-on until it stops (default: uvicorn), in an
+    environment that gets the add-on's ``ADDON_*`` settings (``environ``, default ``os.environ``:
+    uvicorn's reloaded process reads them from there).
+    """
     from addon.app import build_addon_descriptor
     from addon.logs import configure_logging
 
@@ -52,7 +64,10 @@ def run_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings.store_url.startswith(f"sqlite:///{DEV_FOLDER}"):
         DEV_FOLDER.mkdir(exist_ok=True)
     configure_logging(settings.log_level)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("ADDON_")})
+    target = os.environ if environ is None else environ
+    target.update({k: v for k, v in env.items() if k.startswith("ADDON_")})
+    # The playground polls the add-on: its own requests stay out of the console.
+    logging.getLogger("httpx").addFilter(_NotTo(settings.base_url))
     playground = _start_playground(settings.base_url, args.hipchat_port)
     print(
         f"hipchat-addon dev: the add-on at {settings.base_url}, a fake HipChat at "
@@ -61,10 +76,21 @@ def run_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         flush=True,
     )
     try:
-        _run_addon(settings, args.port, reload=not args.no_reload)
+        (serve or _run_addon)(settings, args.port, not args.no_reload)
     finally:
         playground.should_exit = True
     return 0
+
+
+class _NotTo(logging.Filter):
+    """Drops httpx's line for each request to ``url`` (the playground's, to the add-on)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url + "/"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.url not in record.getMessage()
 
 
 def _start_playground(addon_url: str, port: int) -> uvicorn.Server:
@@ -83,7 +109,7 @@ def _start_playground(addon_url: str, port: int) -> uvicorn.Server:
     return server
 
 
-def _run_addon(settings: Settings, port: int, *, reload: bool) -> None:
+def _run_addon(settings: Settings, port: int, reload: bool) -> None:
     from addon.server import uvicorn_options
 
     watched = [
