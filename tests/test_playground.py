@@ -94,6 +94,13 @@ async def test_a_server_side_room_installation_stays_in_its_room(
     fragments = (await client.get("/playground/fragments")).json()
     assert 'class="card card-compact' in fragments["messages"]
 
+    oauth_id = room.installs[0].installed.oauth_id
+    assert (await client.post("/playground/uninstall", data={"oauth_id": oauth_id})).json()["ok"]
+    uninstall = room.log[-1]
+    assert (uninstall.kind, uninstall.method, uninstall.status) == ("uninstall", "DELETE", 204)
+    missing = await client.post("/playground/uninstall", data={"oauth_id": oauth_id})
+    assert missing.status_code == 404
+
 
 async def test_the_consent_page_approves_as_the_picked_user_and_hides_tokens(
     browser: Browser,
@@ -134,7 +141,7 @@ async def test_replies_and_rest_notifications_are_told_apart(
             await anyio.sleep(0.05)
         messages = (await client.get("/playground/fragments")).json()["messages"]
         assert 'data-via="REST"' in messages and 'data-via="reply"' not in messages
-        rest = next(e for e in room.log if e.path.endswith("/notification"))
+        rest = next(e for e in room.log if e.path == "/v2/room/1/notification")
         assert rest.direction == "to HipChat" and rest.status == 204
 
 

@@ -157,7 +157,9 @@ def test_a_room_in_the_browser(playground: str, tmp_path: Path) -> None:
             composer.fill("/card Deploy to production")
             composer.press("Enter")
             expect(messages.locator(".card").last).to_contain_text("Deploy to production")
-            expect(page.locator("#log")).to_contain_text("webhook")
+            webhook = page.locator("#log details").filter(has_text="POST /webhook/").first
+            webhook.locator("summary").click()
+            expect(webhook.locator("pre")).to_contain_text('"sub": 1001')
 
             page.screenshot(path=str(tmp_path / "playground.png"))
             if os.environ.get("ADDON_TEST_SCREENSHOTS"):

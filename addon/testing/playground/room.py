@@ -235,7 +235,7 @@ class PlaygroundRoom:
             "to add-on",
             request.method,
             request.url.path,
-            _kind(request.url.path),
+            "uninstall" if request.method == "DELETE" else _kind(request.url.path),
             _claims(request),
         )
         request.extensions["playground_log"] = entry

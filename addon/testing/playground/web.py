@@ -86,6 +86,7 @@ class _Recorder:
             await self.app(scope, receive, send)
             return
         started, status = time.monotonic(), 0
+        path = str(scope["path"])  # before the fake's routing rewrites the scope
 
         async def sending(message: Message) -> None:
             nonlocal status
@@ -96,7 +97,6 @@ class _Recorder:
         try:
             await self.app(scope, receive, sending)
         finally:
-            path = str(scope.get("root_path", "")) + str(scope["path"])
             if path.startswith("/v2/"):  # the add-on's calls, not the browser's
                 ms = (time.monotonic() - started) * 1000
                 self.room.record_call(str(scope["method"]), _masked(path), status, ms)
