@@ -160,6 +160,24 @@ async def test_a_glance_push_updates_the_sidebar(browser: Browser) -> None:
     assert (await client.get(f"/playground/open/{installed.oauth_id}/nope")).status_code == 404
 
 
+async def test_a_refused_install_and_bad_requests_are_said_plainly(browser: Browser) -> None:
+    client, room = browser
+    room.hipchat.fail_token_endpoint(401)
+    refused = await client.post("/playground/install", data={"scope": "room"})
+    assert refused.status_code == 502 and refused.json()["error"].startswith("install answered 4")
+    assert (
+        room.installs == []
+        and "Failed: install answered 4" in (await client.get("/playground")).text
+    )
+    empty = await client.post("/playground/send", data={"text": "  "})
+    assert empty.status_code == 400 and empty.json() == {
+        "ok": False,
+        "error": "Type a message first",
+    }
+    assert (await client.get("/atlassian-connect/all.js")).status_code == 200
+    assert (await client.get("/atlassian-connect/other.js")).status_code == 404
+
+
 def test_html_keeps_hipchats_tags_only() -> None:
     dirty = '<b onclick="x()">hi</b><script>alert(1)</script><a href="javascript:x">l</a><i>x'
     assert clean_html(dirty) == ('<b>hi</b>alert(1)<a target="_blank" rel="noopener">l</a><i>x')

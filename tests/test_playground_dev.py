@@ -105,7 +105,11 @@ def test_an_addon_reload_keeps_the_installation_and_the_room(tmp_path: Path) -> 
     finally:
         playground.close()
         dev.terminate()
-        dev.wait(timeout=30)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            dev.wait()
 
 
 def _answers(url: str) -> bool:
