@@ -46,7 +46,7 @@ __all__ = [
 
 log = logging.getLogger("addon")
 
-COMMANDS = ("serve", "new", "check", "descriptor", "storage")
+COMMANDS = ("serve", "dev", "new", "check", "descriptor", "storage")
 DEPRECATED = {"check-config": "check"}  # hidden aliases, kept for one release
 DESCRIPTION = "An Atlassian Connect add-on server for HipChat."
 SERVE_USAGE = (
@@ -106,6 +106,16 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = _add_serve(sub)
+    dev = sub.add_parser(
+        "dev",
+        parents=[_common()],
+        help="the add-on with reload, a fake HipChat, and a playground room in the browser",
+        description="Serve the add-on with reload, a fake HipChat beside it, and a playground "
+        "page that is a HipChat room in the browser. Prints the URLs; opens nothing.",
+    )
+    dev.add_argument("--port", type=int, default=8000, help="the add-on's port (default 8000)")
+    dev.add_argument("--hipchat-port", type=int, default=8001, help="the fake's (default 8001)")
+    dev.add_argument("--no-reload", action="store_true", help="do not restart on file changes")
     new = sub.add_parser(
         "new",
         help="create a project folder that serves and tests at once",
@@ -263,6 +273,10 @@ def _run(args: argparse.Namespace) -> int:
 
         return create_project(args.name, Path.cwd())
     env = _environment(args)
+    if args.command == "dev":
+        from addon.testing.devserver import run_dev
+
+        return run_dev(args, env)
     settings = Settings.from_environ(env)
     if args.command == "serve":
         return _serve(args, settings, env)

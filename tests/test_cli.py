@@ -218,7 +218,7 @@ def test_a_typo_suggests_the_nearest_command(
 
 def test_an_unknown_word_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
-    assert "the commands are serve, new, check, descriptor, storage" in capsys.readouterr().err
+    assert "the commands are serve, dev, new, check, descriptor, storage" in capsys.readouterr().err
 
 
 def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path) -> None:

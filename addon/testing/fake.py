@@ -25,7 +25,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -553,12 +553,13 @@ class FakeHipChat(UIClientSide):
         room_id: int | None = None,
         group_id: int = 1,
         oauth_id: str | None = None,
+        installable: Mapping[str, str] | None = None,
     ) -> Installed:
         """Install the add-on (room or global) with the flow its descriptor declares.
 
-        ``addon`` is an HTTP client reaching the add-on, or the add-on's ASGI app. Raises
-        ``FakeHipChatError`` with the add-on's error message when it refuses; HipChat then
-        deletes the client.
+        ``addon`` is an HTTP client reaching the add-on, or the add-on's ASGI app; ``installable``
+        replaces the descriptor's (to drive the other flow's URLs). Raises ``FakeHipChatError``
+        with the add-on's error message when it refuses; HipChat then deletes the client.
         """
         addon = self.peer(addon)
         descriptor = await self.descriptor(addon)
@@ -570,7 +571,7 @@ class FakeHipChat(UIClientSide):
         )
         consumer = descriptor["capabilities"].get("oauth2Consumer", {})
         client.redirection_urls = tuple(consumer.get("redirectionUrls", ()))
-        installable = descriptor["capabilities"]["installable"]
+        installable = installable or descriptor["capabilities"]["installable"]
         if "callbackUrl" in installable:
             response = await addon.post(installable["callbackUrl"], json=self.payload(client))
         else:
@@ -591,10 +592,15 @@ class FakeHipChat(UIClientSide):
         url = installable.get("updatedUrl", installable["installedUrl"])
         return await self._client_side(addon, url, client)
 
-    async def uninstall(self, addon: AddonPeer, installed: Installed) -> httpx.Response:
+    async def uninstall(
+        self,
+        addon: AddonPeer,
+        installed: Installed,
+        installable: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         """Uninstall as HipChat does: revoke the OAuth client, then tell the add-on."""
         addon = self.peer(addon)
-        installable = (await self.descriptor(addon))["capabilities"]["installable"]
+        installable = installable or (await self.descriptor(addon))["capabilities"]["installable"]
         client = self.clients[installed.oauth_id]
         self.revoke(client.oauth_id)
         if "callbackUrl" in installable:
