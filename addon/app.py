@@ -116,7 +116,7 @@ def build_addon(
     integrations = list(integrations)
     descriptor = build_addon_descriptor(settings, capabilities, integrations)
     scopes = tuple(descriptor["capabilities"]["hipchatApiConsumer"]["scopes"])
-    store = store or open_store(settings.store_url)
+    store = store or open_store(settings.store_url, password=settings.store_password)
     keys = Keys(capabilities.key)
     sealer = Sealer(settings.secret_key)
     http = httpx.AsyncClient(

@@ -122,7 +122,7 @@ async def _storage(action: str, file: str | None, settings: Settings, *, to: str
     from addon.jsonvalue import loads as load_json
     from addon.store import Keys, open_store
 
-    store = open_store(settings.store_url)
+    store = open_store(settings.store_url, password=settings.store_password)
     keys = Keys(load_capabilities(settings.capabilities_path).key)
     try:
         if action == "export":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from addon.errors import ConfigError, StoreUnavailable
 from addon.store.base import MapUpdate, Outcome
+from addon.store.keys import require_one_slot
 
 __all__ = ["SQLiteStore"]
 
@@ -100,6 +101,7 @@ class SQLiteStore:
         self, entries: Sequence[tuple[str, str, float | None]]
     ) -> list[bool]:
         """Each ``(key, value, ttl)`` stored only when its key holds nothing, in one transaction."""
+        require_one_slot(key for key, _, _ in entries)  # as on a Redis Cluster
         now = self._now()
         planned = [
             (self.namespace + key, value, _expires_at(now, ttl)) for key, value, ttl in entries
@@ -177,6 +179,7 @@ class SQLiteStore:
         self, key: str, value: str, *, guard: str, ttl: float | None = None
     ) -> bool:
         """Store ``value`` only while ``guard`` exists, atomically; True when it was stored."""
+        require_one_slot([key, guard])
         now = self._now()
         expires_at = _expires_at(now, ttl)
         with self._transaction() as db:
@@ -208,6 +211,7 @@ class SQLiteStore:
         replace: bool = False,
     ) -> MapUpdate:
         """Set fields (None deletes one) in the map at ``key``, atomically, and keep its size."""
+        require_one_slot([key, guard or key])
         name, now = self.namespace + key, self._now()
         with self._transaction() as db:
             if guard is not None and not _exists(db, self.namespace + guard, now):
