@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-
 SERVICE = "mymaster"
 _START_TIMEOUT = 20.0
 

@@ -339,6 +339,32 @@ async def test_concurrent_map_updates_keep_the_size_exact(store: Store) -> None:
     assert (await store.map_update("m", {}, quota=expected)).size == expected
 
 
+async def test_move_renames_any_kind_of_key_and_keeps_its_ttl(store: Store) -> None:
+    await store.put("old:plain", "v", ttl=60)
+    await store.map_update("old:map", {"a": "1"})
+    await store.add_member("old:set", "m")
+    # Across hash tags too (two slots on a cluster), as the key migration needs.
+    assert await store.move("old:plain", "{new}:plain") is True
+    assert await store.move("old:map", "new:map") is True
+    assert await store.move("old:set", "new:set") is True
+    assert await store.get("{new}:plain") == "v"
+    ttl = await store.ttl("{new}:plain")
+    assert ttl is not None and 50 < ttl <= 60
+    assert await store.map_all("new:map") == {"a": "1"}
+    assert (await store.map_update("new:map", {}, quota=2)).size == 2  # its size moved along
+    assert await store.members("new:set") == {"m"}
+    assert await store.scan("old:") == []
+    assert await store.move("old:plain", "{new}:plain") is False  # nothing left to move
+
+
+async def test_move_onto_an_existing_key_keeps_the_newer_one(store: Store) -> None:
+    await store.put("{n}:old", "old")
+    await store.put("new", "new")
+    assert await store.move("{n}:old", "new") is False
+    assert await store.get("new") == "new"
+    assert await store.get("{n}:old") is None
+
+
 async def test_ping_answers(store: Store) -> None:
     await store.ping()
 
@@ -363,6 +389,7 @@ CALLS: list[tuple[str, Callable[[Store], Awaitable[object]]]] = [
     ("map_get", lambda s: s.map_get("k", "f")),
     ("map_all", lambda s: s.map_all("k")),
     ("map_update", lambda s: s.map_update("{k}", {"f": "v"}, guard="{k}:g", quota=10)),
+    ("move", lambda s: s.move("k", "{k}:new")),
     ("ping", lambda s: s.ping()),
 ]
 

@@ -130,6 +130,14 @@ class Store(Protocol):
         """
         ...
 
+    async def move(self, old: str, new: str) -> bool:
+        """Move what ``old`` holds (any kind, with its TTL) to ``new``, unless ``new`` exists.
+
+        ``old`` is gone afterwards either way: when ``new`` exists it is the newer write and wins.
+        True when something moved. Atomic, except between two slots of a Redis Cluster.
+        """
+        ...
+
     async def scan(self, prefix: str) -> list[str]:
         """Every key (plain or set) that starts with ``prefix``, literally (no glob)."""
         ...

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 __all__ = ["KINDS", "STORAGE_MAP_SUFFIX", "Keys", "hash_tag", "require_one_slot"]
 
+
 STORAGE_MAP_SUFFIX = ":fields"
 # The kinds of key that belong to one installation (or, for storage, to one owner).
 KINDS = (
@@ -119,17 +120,6 @@ class Keys:
         exact = [self.installation(oauth_id), self.client_gone(oauth_id)]
         prefixes = [self._of(kind, oauth_id) for kind in KINDS if kind not in _EXACT_KINDS]
         return exact, prefixes
-
-    def legacy_name(self, key: str) -> str | None:
-        """The key's name in the layout before hash tags, or None when it has no other name.
-
-        ``{prefix}:<kind>:{<owner>}<rest>`` was ``{prefix}:<kind>:<owner><rest>``.
-        """
-        kind, _, rest = key.removeprefix(f"{self.prefix}:").partition(":")
-        if not key.startswith(f"{self.prefix}:") or kind not in KINDS or not rest.startswith("{"):
-            return None
-        owner, brace, tail = rest[1:].partition("}")
-        return f"{self.prefix}:{kind}:{owner}{tail}" if brace else None
 
     def tagged_name(self, key: str) -> str | None:
         """The hash-tagged name of a key written in the layout before hash tags, or None.

@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 
 from addon.errors import ConfigError, StoreUnavailable
 from addon.store.base import MapUpdate, Outcome
-from addon.store.keys import require_one_slot
+from addon.store.keys import hash_tag, require_one_slot
 from addon.store.urls import RedisURL, parse_redis_url
 
 __all__ = ["RedisStore"]
@@ -59,6 +59,18 @@ for i, key in ipairs(KEYS) do
     stored[i] = ok and 1 or 0
 end
 return stored
+"""
+# RENAME keeps the TTL; a new key that exists already is the newer write and wins.
+_MOVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('DEL', KEYS[1])
+    return 0
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
 """
 # SET only while the guard key exists (a late write for an installation that is gone fails).
 _PUT_GUARDED = """
@@ -150,6 +162,7 @@ class RedisStore:
         self._put_many = self._redis.register_script(_PUT_MANY_IF_ABSENT)
         self._put_guarded = self._redis.register_script(_PUT_GUARDED)
         self._map_update = self._redis.register_script(_MAP_UPDATE)
+        self._move = self._redis.register_script(_MOVE)
         self._where = target.where or _where(self._redis)
 
     def __repr__(self) -> str:
@@ -289,6 +302,14 @@ class RedisStore:
             outcome, size, removed = await self._map_update(keys=keys, args=args)
         return MapUpdate(Outcome(_text(outcome)), int(size), int(removed))
 
+    async def move(self, old: str, new: str) -> bool:
+        """Move ``old`` (with its TTL) to ``new`` unless ``new`` exists; ``old`` is gone after."""
+        keys = [self.namespace + old, self.namespace + new]
+        with self._unavailable():
+            if isinstance(self._redis, RedisCluster) and hash_tag(keys[0]) != hash_tag(keys[1]):
+                return await _move_across_slots(self._redis, *keys)
+            return bool(await self._move(keys=keys))
+
     async def scan(self, prefix: str) -> list[str]:
         """Every key that starts with ``prefix``, literally (glob characters are escaped)."""
         pattern = _GLOB_CHARS.sub(r"\\\1", self.namespace + prefix) + "*"
@@ -339,6 +360,23 @@ def _milliseconds(ttl: float | None) -> int | None:
     if not ttl > 0:
         raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
     return math.ceil(ttl * 1000)
+
+
+async def _move_across_slots(cluster: RedisCluster, old: str, new: str) -> bool:
+    """``move`` between two slots: DUMP, RESTORE (which refuses an existing key), DEL."""
+    data = await cluster.dump(old)
+    if data is None:
+        return False
+    ttl = await cluster.pttl(old)
+    try:
+        await cluster.restore(new, max(ttl, 0), data)
+    except redis.exceptions.ResponseError as exc:
+        if "BUSYKEY" not in str(exc):
+            raise
+        await cluster.delete(old)
+        return False
+    await cluster.delete(old)
+    return True
 
 
 def _options(target: RedisURL, password: str | None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _PURGE_EVERY = 60.0  # seconds of the store's clock between two purges of expired rows
 _BATCH = 500  # keys per SELECT ... IN (...), well under SQLite's limit on bound parameters
 _SCHEME = "sqlite:///"
+_TABLES = ("kv", "members", "maps", "map_fields")
 
 
 class SQLiteStore:
@@ -227,6 +228,19 @@ class SQLiteStore:
                 return MapUpdate(Outcome.WRITTEN, 0, removed)
             db.execute("INSERT OR REPLACE INTO maps (key, size) VALUES (?, ?)", (name, size))
         return MapUpdate(Outcome.WRITTEN, size, removed)
+
+    async def move(self, old: str, new: str) -> bool:
+        """Move ``old`` (with its TTL) to ``new`` unless ``new`` exists; ``old`` is gone after."""
+        source, target, now = self.namespace + old, self.namespace + new, self._now()
+        with self._transaction() as db:
+            if not _exists(db, source, now) or _exists(db, target, now):
+                for table in _TABLES:
+                    db.execute(f"DELETE FROM {table} WHERE key = ?", (source,))
+                return False
+            db.execute("DELETE FROM kv WHERE key = ?", (target,))  # an expired row, if any
+            for table in _TABLES:
+                db.execute(f"UPDATE {table} SET key = ? WHERE key = ?", (target, source))
+        return True
 
     async def scan(self, prefix: str) -> list[str]:
         """Every key (plain or set) that starts with ``prefix``, literally."""
