@@ -6,6 +6,7 @@ conftest.py call it in their teardown.
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -84,7 +85,7 @@ class RedisProcesses:
 def start_cluster(processes: RedisProcesses, masters: int = 3) -> str:
     """A Redis Cluster of ``masters`` masters and no replicas; its ``redis+cluster://`` URL."""
     config = "cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\n"
-    ports = [processes.start(config=config) for _ in range(masters)]
+    ports = [processes.start(config=config, port=_free_cluster_port()) for _ in range(masters)]
     nodes = [f"127.0.0.1:{port}" for port in ports]
     processes.cli(
         ports[0], "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"
@@ -105,7 +106,10 @@ def start_sentinel(processes: RedisProcesses, *, for_failover: bool = False) -> 
     alone once promoted. ``for_failover`` waits until the sentinels know each other (a failover
     needs a majority of them), which takes a few seconds of their hello messages.
     """
-    master = processes.start(config="min-replicas-to-write 1\nmin-replicas-max-lag 10\n")
+    # No diskless-sync delay: the replica's first sync starts at once instead of after 5 s.
+    master = processes.start(
+        config="min-replicas-to-write 1\nmin-replicas-max-lag 10\nrepl-diskless-sync-delay 0\n"
+    )
     replica = processes.start("--replicaof", "127.0.0.1", str(master))
     processes.wait_until(
         lambda: "master_link_status:up" in processes.cli(replica, "info", "replication"),
@@ -148,6 +152,20 @@ def _answers(port: int) -> bool:
             return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
+
+
+def _free_cluster_port() -> int:
+    """A free port P at most 55535 whose cluster bus port P + 10000 is free too."""
+    for _ in range(100):
+        port = random.randrange(20000, 55535)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    pytest.fail("found no free port pair for a cluster node")
 
 
 def free_port() -> int:
