@@ -176,6 +176,10 @@ class InstallationRepository:
         """The oauth_id of every stored installation."""
         return await self.store.members(self.keys.installations())
 
+    async def count(self) -> int:
+        """How many installations there are (cheap: the index's size, for metrics)."""
+        return await self.store.count_members(self.keys.installations())
+
     async def delete(self, oauth_id: str) -> None:
         """Remove every key that belongs to the installation ``oauth_id``."""
         exact, prefixes = self.keys.of_installation(oauth_id)

@@ -154,11 +154,13 @@ async def test_sets_add_and_remove_members(store: Store) -> None:
     await store.add_member("installations", "b")
     await store.add_member("installations", "a")
     assert await store.members("installations") == {"a", "b"}
+    assert await store.count_members("installations") == 2
     await store.remove_member("installations", "a")
     await store.remove_member("installations", "missing")
     assert await store.members("installations") == {"b"}
     await store.remove_member("installations", "b")
     assert await store.members("installations") == set()
+    assert await store.count_members("installations") == 0
     assert await store.scan("installations") == []
 
 
@@ -384,6 +386,7 @@ CALLS: list[tuple[str, Callable[[Store], Awaitable[object]]]] = [
     ("add_member", lambda s: s.add_member("k", "m")),
     ("remove_member", lambda s: s.remove_member("k", "m")),
     ("members", lambda s: s.members("k")),
+    ("count_members", lambda s: s.count_members("k")),
     ("scan", lambda s: s.scan("k")),
     ("put_guarded", lambda s: s.put_guarded("{k}", "v", guard="{k}:g")),
     ("map_get", lambda s: s.map_get("k", "f")),

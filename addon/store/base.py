@@ -99,6 +99,10 @@ class Store(Protocol):
         """Every member of the set at ``key``."""
         ...
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has, without reading them (cheap)."""
+        ...
+
     async def put_guarded(
         self, key: str, value: str, *, guard: str, ttl: float | None = None
     ) -> bool:

@@ -256,6 +256,11 @@ class RedisStore:
             found = await self._redis.smembers(self.namespace + key)
         return {str(member) for member in found}
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has (SCARD: no member is read)."""
+        with self._unavailable():
+            return int(await self._redis.scard(self.namespace + key))
+
     async def put_guarded(
         self, key: str, value: str, *, guard: str, ttl: float | None = None
     ) -> bool:

@@ -176,6 +176,12 @@ class SQLiteStore:
             rows = db.execute("SELECT member FROM members WHERE key = ?", (self.namespace + key,))
             return {str(member) for (member,) in rows}
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has."""
+        with self._connection() as db:
+            sql = "SELECT COUNT(*) FROM members WHERE key = ?"
+            return int(db.execute(sql, (self.namespace + key,)).fetchone()[0])
+
     async def put_guarded(
         self, key: str, value: str, *, guard: str, ttl: float | None = None
     ) -> bool:
