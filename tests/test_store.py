@@ -11,6 +11,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+import redis.exceptions
+from redis.asyncio.sentinel import MasterNotFoundError
 
 from addon.errors import ConfigError, StoreUnavailable
 from addon.settings import Settings
@@ -506,6 +508,33 @@ async def test_an_unreachable_sentinel_or_cluster_is_store_unavailable(
             await store.put_many_if_absent([("{i}:a", "v", None)])
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ConnectionError("refused"),
+        MasterNotFoundError("No master found for 'mymaster'"),
+        redis.exceptions.TimeoutError("timed out"),
+        redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica."),
+        redis.exceptions.TryAgainError("TRYAGAIN"),
+        redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        redis.exceptions.MasterDownError("MASTERDOWN Link with MASTER is down"),
+        redis.exceptions.RedisClusterException("Redis Cluster cannot be connected."),
+        redis.exceptions.SlotNotCoveredError("slot 42 is not covered"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+async def test_failover_errors_are_store_unavailable(error: Exception) -> None:
+    # What redis-py raises while Sentinel or a cluster fails over, each as the store sees it.
+    store = RedisStore("redis+sentinel://127.0.0.1:1/mymaster")
+    with pytest.raises(StoreUnavailable, match=type(error).__name__):
+        with store._unavailable():
+            raise error
+    with pytest.raises(redis.exceptions.CrossSlotTransactionError):  # a bug stays a bug (500)
+        with store._unavailable():
+            raise redis.exceptions.CrossSlotTransactionError("cross slot")
+    await store.close()
 
 
 async def test_the_store_password_is_used_when_the_url_has_none(tmp_path: Path) -> None:
