@@ -152,18 +152,19 @@ class RedisStore:
         self.mode = target.mode
         self._sentinel: Sentinel | None = None
         self._redis: _Client
+        self._where = target.where
         if target.mode == "cluster":
             self._redis = _cluster(target, password)
         elif target.mode == "sentinel":
             self._sentinel, self._redis = _sentinel(target, password)
         else:
             self._redis = _single(target, password)
+            self._where = _where(self._redis.connection_pool.connection_kwargs)
         self._delete_if_equal = self._redis.register_script(_DELETE_IF_EQUAL)
         self._put_many = self._redis.register_script(_PUT_MANY_IF_ABSENT)
         self._put_guarded = self._redis.register_script(_PUT_GUARDED)
         self._map_update = self._redis.register_script(_MAP_UPDATE)
         self._move = self._redis.register_script(_MOVE)
-        self._where = target.where or _where(self._redis)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, namespace={self.namespace!r})"
@@ -439,11 +440,8 @@ def _cluster(target: RedisURL, password: str | None) -> RedisCluster:
     return RedisCluster(startup_nodes=nodes, **_options(target, password))
 
 
-def _where(client: _Client) -> str:
+def _where(connection_kwargs: Mapping[str, Any]) -> str:
     """host:port (or the socket path) of one server, for error messages."""
-    connection_kwargs: Mapping[str, Any] = (
-        {} if isinstance(client, RedisCluster) else client.connection_pool.connection_kwargs
-    )
     if "path" in connection_kwargs:
         return str(connection_kwargs["path"])
     return f"{connection_kwargs.get('host', 'localhost')}:{connection_kwargs.get('port', 6379)}"
