@@ -140,8 +140,7 @@ async def _read_entries(store: Store, keys: Keys) -> tuple[dict[tuple[str, str],
 
 
 def _owner_and_integration(keys: Keys, name: str) -> tuple[str, str]:
-    owner, _, integration = name[len(keys.storage_prefix()) :].partition(":")
-    return owner, integration.removesuffix(STORAGE_MAP_SUFFIX)
+    return keys.storage_owner_and_integration(name)
 
 
 def _entries(document: object) -> dict[tuple[str, str], dict[str, Any]]:

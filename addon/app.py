@@ -122,7 +122,9 @@ def build_addon(
     descriptor = build_addon_descriptor(settings, capabilities, integrations)
     scopes = tuple(descriptor["capabilities"]["hipchatApiConsumer"]["scopes"])
     metrics = Metrics(settings.metrics_dir)
-    store = TimedStore(store or open_store(settings.store_url), metrics)
+    store = TimedStore(
+        store or open_store(settings.store_url, password=settings.store_password), metrics
+    )
     keys = Keys(capabilities.key)
     sealer = Sealer(settings.secret_key)
     hosts = HostPolicy(settings.hipchat_hosts)

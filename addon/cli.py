@@ -145,7 +145,9 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="export, import or erase the integrations' storage",
         description="Export, import or erase every integration's storage (JSON).",
     )
-    storage.add_argument("action", choices=("export", "import", "erase", "migrate-global"))
+    storage.add_argument(
+        "action", choices=("export", "import", "erase", "migrate-global", "migrate-keys")
+    )
     storage.add_argument("file", nargs="?", help="JSON file (export: default stdout; import: -)")
     storage.add_argument(
         "--to", metavar="OAUTH_ID", help="migrate-global: the installation that gets the entries"
@@ -375,8 +377,9 @@ async def _storage(action: str, file: str | None, settings: Settings, *, to: str
     from addon.descriptor import load_capabilities
     from addon.jsonvalue import loads as load_json
     from addon.store import Keys, open_store
+    from addon.store.migration import migrate_keys
 
-    store = open_store(settings.store_url)
+    store = open_store(settings.store_url, password=settings.store_password)
     keys = Keys(load_capabilities(settings.capabilities_path).key)
     try:
         if action == "export":
@@ -384,6 +387,8 @@ async def _storage(action: str, file: str | None, settings: Settings, *, to: str
         elif action == "import":
             document = load_json(_read(file), what="The import file")
             print(f"imported {await import_storage(store, keys, document)} storage entries")
+        elif action == "migrate-keys":
+            print(f"moved {await migrate_keys(store, keys)} keys to their hash-tagged names")
         elif action == "migrate-global":
             if not to:
                 raise RequestError("storage migrate-global needs --to OAUTH_ID")

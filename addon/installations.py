@@ -177,7 +177,7 @@ class InstallationRepository:
         return await self.store.members(self.keys.installations())
 
     async def count(self) -> int:
-        """How many installations are stored (without reading their ids)."""
+        """How many installations there are (cheap: the index's size, for metrics)."""
         return await self.store.count_members(self.keys.installations())
 
     async def delete(self, oauth_id: str) -> None:

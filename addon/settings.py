@@ -19,6 +19,15 @@ from addon.errors import ConfigError
 __all__ = ["Secret", "Settings", "settings_from_process"]
 
 DEFAULT_HIPCHAT_HOSTS = ("api.hipchat.com", "www.hipchat.com")
+_REDIS_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+    "redis+cluster://",
+    "rediss+cluster://",
+)
 _T = TypeVar("_T")
 
 
@@ -41,6 +50,7 @@ class Settings:
 
     base_url: str = "http://localhost:8000"
     store_url: str = "sqlite:///addon.db"
+    store_password: Secret | None = None
     hipchat_hosts: tuple[str, ...] = DEFAULT_HIPCHAT_HOSTS
     integrations_path: Path = Path("integrations")
     capabilities_path: Path = Path("capabilities")
@@ -79,6 +89,7 @@ class Settings:
         return cls(
             base_url=_base_url(env.get("ADDON_BASE_URL", defaults.base_url)),
             store_url=_store_url(env.get("ADDON_STORE_URL") or defaults.store_url),
+            store_password=_secret(env, "ADDON_STORE_PASSWORD", min_length=1),
             hipchat_hosts=_hosts(env.get("ADDON_HIPCHAT_HOSTS")),
             integrations_path=Path(env.get("ADDON_INTEGRATIONS_PATH", "integrations")),
             capabilities_path=Path(env.get("ADDON_CAPABILITIES_PATH", "capabilities")),
@@ -127,13 +138,15 @@ def _base_url(value: str) -> str:
 
 
 def _store_url(value: str) -> str:
-    if value.startswith(("redis://", "rediss://", "unix://")):
+    # The scheme only: the store parses the rest (addon/store/urls.py) when it opens.
+    if value.startswith(_REDIS_SCHEMES):
         return value
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
         return value
     raise ConfigError(
-        f"ADDON_STORE_URL {value!r} is not supported; "
-        "use redis://host:6379/0, rediss://... or sqlite:///path/to/addon.db"
+        f"ADDON_STORE_URL {value!r} is not supported; use redis://host:6379/0, rediss://..., "
+        "redis+sentinel://host:26379/mymaster, redis+cluster://host:6379 "
+        "or sqlite:///path/to/addon.db"
     )
 
 

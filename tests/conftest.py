@@ -25,6 +25,7 @@ from addon.store import Store
 from addon.store.redis import RedisStore
 from addon.store.sqlite import SQLiteStore
 from addon.testing import FakeHipChat
+from tests.engines import RedisProcesses, start_cluster, start_sentinel
 from tests.helpers import make_app, redis_answers_ping, settings_for
 
 _REDIS_START_TIMEOUT = 10.0
@@ -95,9 +96,48 @@ def redis_url(redis_server: str) -> str:
     return redis_server
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-master Redis Cluster on loopback for this run: its ``redis+cluster://`` URL."""
+    processes = RedisProcesses(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield start_cluster(processes)
+    finally:
+        processes.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A master, a replica and three sentinels on loopback: the ``redis+sentinel://`` URL."""
+    processes = RedisProcesses(tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield start_sentinel(processes)[0]
+    finally:
+        processes.close()
+
+
 @pytest.fixture
 async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
     """A RedisStore in a namespace of its own, emptied and closed after the test."""
+    async for store in _namespaced(redis_url):
+        yield store
+
+
+@pytest.fixture
+async def cluster_store(redis_cluster_url: str) -> AsyncIterator[RedisStore]:
+    """A RedisStore on the test Redis Cluster, in a namespace of its own."""
+    async for store in _namespaced(redis_cluster_url):
+        yield store
+
+
+@pytest.fixture
+async def sentinel_store(redis_sentinel_url: str) -> AsyncIterator[RedisStore]:
+    """A RedisStore on the test Sentinel set-up, in a namespace of its own."""
+    async for store in _namespaced(redis_sentinel_url):
+        yield store
+
+
+async def _namespaced(redis_url: str) -> AsyncIterator[RedisStore]:
     namespace = f"test-{uuid.uuid4().hex}:"
     store = RedisStore(redis_url, namespace=namespace)
     try:
@@ -199,7 +239,10 @@ async def reopen_store(
     def reopen() -> Store:
         again: Store
         if isinstance(store, RedisStore):
-            again = RedisStore(request.getfixturevalue("redis_url"), namespace=store.namespace)
+            fixture = {"single": "redis_url", "cluster": "redis_cluster_url"}.get(
+                store.mode, "redis_sentinel_url"
+            )
+            again = RedisStore(request.getfixturevalue(fixture), namespace=store.namespace)
         else:
             assert isinstance(store, SQLiteStore)
             again = SQLiteStore(store.url, namespace=store.namespace, now=clock)

@@ -102,6 +102,9 @@ async def test_claim_stores_a_first_install_and_a_same_source_reinstall(store: S
     stored = await repository(store).require(installation().oauth_id)
     assert stored.oauth_secret.value == "s2"
     assert await repository(store).oauth_ids() == {installation().oauth_id}
+    assert await repository(store).count() == 1
+    await repository(store).delete(installation().oauth_id)
+    assert await repository(store).count() == 0
     assert await store.scan(KEYS.installation_lock(installation().oauth_id)) == []
 
 

@@ -42,6 +42,22 @@ def test_values_are_read_and_normalised() -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://s1:26379,s2:26379/mymaster/0",
+        "rediss+sentinel://s1:26379/mymaster",
+        "redis+cluster://n1:6379,n2:6379",
+        "rediss+cluster://n1:6379",
+    ],
+)
+def test_sentinel_and_cluster_store_urls_are_accepted(url: str) -> None:
+    env = {"ADDON_STORE_URL": url, "ADDON_STORE_PASSWORD": "hunter2"}
+    settings = Settings.from_environ(env)
+    assert (settings.store_url, settings.store_password) == (url, Secret("hunter2"))
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
     ("name", "value"),
     [
         ("ADDON_BASE_URL", "ftp://addon"),

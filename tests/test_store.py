@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+import redis.exceptions
+from redis.asyncio.sentinel import MasterNotFoundError
 
 from addon.errors import ConfigError, StoreUnavailable
+from addon.settings import Settings
 from addon.store import MapUpdate, Outcome, Store, lock, open_store
 from addon.store.redis import RedisStore
 from addon.store.sqlite import SQLiteStore
+from addon.store.urls import RedisURL, parse_redis_url
 from tests.conftest import FakeClock
+from tests.engines import RedisProcesses
 
 pytestmark = pytest.mark.anyio
 
@@ -22,6 +29,20 @@ AdvanceTime = Callable[[float], Awaitable[None]]
 Reopen = Callable[[], Store]
 
 SHORT_TTL = 0.3  # a real TTL for Redis: long enough to read the key back, short to wait out
+
+
+@pytest.fixture(
+    params=[
+        "redis",
+        "sqlite",
+        pytest.param("sentinel", marks=pytest.mark.system),
+        pytest.param("cluster", marks=pytest.mark.system),
+    ]
+)
+def store(request: pytest.FixtureRequest) -> Store:
+    """Each backend in turn, and Redis also through Sentinel and as a Cluster."""
+    backend: Store = request.getfixturevalue(f"{request.param}_store")
+    return backend
 
 
 @pytest.fixture
@@ -79,21 +100,23 @@ async def test_put_if_absent_stores_only_once(store: Store) -> None:
 async def test_put_many_if_absent_claims_each_key_once_in_one_step(
     store: Store, advance_time: AdvanceTime
 ) -> None:
-    await store.put("seen", "before")
+    # The keys of one atomic operation share a hash tag (one slot on a Redis Cluster).
+    await store.put("{i}:seen", "before")
     claimed = await store.put_many_if_absent(
-        [("jti", "a", SHORT_TTL), ("seen", "a", 60), ("other", "a", None)]
+        [("{i}:jti", "a", SHORT_TTL), ("{i}:seen", "a", 60), ("{i}:other", "a", None)]
     )
     assert claimed == [True, False, True]
-    assert await store.get_many(["jti", "seen", "other"]) == ["a", "before", "a"]
-    assert await store.put_many_if_absent([("jti", "b", 60), ("fresh", "b", 60)]) == [False, True]
+    assert await store.get_many(["{i}:jti", "{i}:seen", "{i}:other"]) == ["a", "before", "a"]
+    fresh = [("{i}:jti", "b", 60.0), ("{i}:fresh", "b", 60.0)]
+    assert await store.put_many_if_absent(fresh) == [False, True]
     assert await store.put_many_if_absent([]) == []
     await advance_time(SHORT_TTL + 0.05)
-    assert await store.put_many_if_absent([("jti", "c", 60)]) == [True]
-    assert await store.get("jti") == "c"
+    assert await store.put_many_if_absent([("{i}:jti", "c", 60)]) == [True]
+    assert await store.get("{i}:jti") == "c"
 
 
 async def test_put_many_if_absent_under_concurrency_gives_each_key_to_one(store: Store) -> None:
-    entries = [(f"claim-{i}", "x", 60.0) for i in range(5)]
+    entries = [(f"{{i}}:claim-{i}", "x", 60.0) for i in range(5)]
     results = await asyncio.gather(*(store.put_many_if_absent(entries) for _ in range(20)))
     for index in range(5):
         assert sum(result[index] for result in results) == 1
@@ -233,12 +256,12 @@ async def test_values_survive_closing_and_reopening(store: Store, reopen_store: 
 
 
 async def test_put_guarded_writes_only_while_the_guard_exists(store: Store) -> None:
-    assert await store.put_guarded("marker", "1", guard="installation", ttl=60) is False
-    assert await store.get("marker") is None
-    await store.put("installation", "{}")
-    assert await store.put_guarded("marker", "1", guard="installation", ttl=60) is True
-    assert await store.get("marker") == "1"
-    ttl = await store.ttl("marker")
+    assert await store.put_guarded("{i}:marker", "1", guard="{i}:installation", ttl=60) is False
+    assert await store.get("{i}:marker") is None
+    await store.put("{i}:installation", "{}")
+    assert await store.put_guarded("{i}:marker", "1", guard="{i}:installation", ttl=60) is True
+    assert await store.get("{i}:marker") == "1"
+    ttl = await store.ttl("{i}:marker")
     assert ttl is not None and 0 < ttl <= 60
 
 
@@ -278,13 +301,24 @@ async def test_map_update_refuses_growth_past_the_quota(store: Store) -> None:
 
 
 async def test_map_update_writes_nothing_without_its_guard(store: Store) -> None:
-    refused = await store.map_update("m", {"a": "1"}, guard="installation")
+    refused = await store.map_update("{i}:m", {"a": "1"}, guard="{i}:installation")
     assert refused.outcome is Outcome.NO_GUARD
     assert await store.scan("") == []
-    await store.put("installation", "{}")
-    assert (await store.map_update("m", {"a": "1"}, guard="installation")).outcome is (
+    await store.put("{i}:installation", "{}")
+    assert (await store.map_update("{i}:m", {"a": "1"}, guard="{i}:installation")).outcome is (
         Outcome.WRITTEN
     )
+
+
+async def test_an_atomic_operation_across_hash_tags_is_refused(store: Store) -> None:
+    # What a Redis Cluster cannot run atomically, no backend accepts, so tests on SQLite catch it.
+    with pytest.raises(ValueError, match="different hash tags"):
+        await store.put_many_if_absent([("{a}:jti", "x", 60), ("{b}:seen", "x", 60)])
+    with pytest.raises(ValueError, match="different hash tags"):
+        await store.put_guarded("{a}:marker", "1", guard="{b}:installation")
+    with pytest.raises(ValueError, match="different hash tags"):
+        await store.map_update("{a}:m", {"x": "1"}, guard="b:installation")
+    assert await store.scan("") == []
 
 
 async def test_map_update_can_replace_the_whole_map(store: Store) -> None:
@@ -309,6 +343,32 @@ async def test_concurrent_map_updates_keep_the_size_exact(store: Store) -> None:
     assert (await store.map_update("m", {}, quota=expected)).size == expected
 
 
+async def test_move_renames_any_kind_of_key_and_keeps_its_ttl(store: Store) -> None:
+    await store.put("old:plain", "v", ttl=60)
+    await store.map_update("old:map", {"a": "1"})
+    await store.add_member("old:set", "m")
+    # Across hash tags too (two slots on a cluster), as the key migration needs.
+    assert await store.move("old:plain", "{new}:plain") is True
+    assert await store.move("old:map", "new:map") is True
+    assert await store.move("old:set", "new:set") is True
+    assert await store.get("{new}:plain") == "v"
+    ttl = await store.ttl("{new}:plain")
+    assert ttl is not None and 50 < ttl <= 60
+    assert await store.map_all("new:map") == {"a": "1"}
+    assert (await store.map_update("new:map", {}, quota=2)).size == 2  # its size moved along
+    assert await store.members("new:set") == {"m"}
+    assert await store.scan("old:") == []
+    assert await store.move("old:plain", "{new}:plain") is False  # nothing left to move
+
+
+async def test_move_onto_an_existing_key_keeps_the_newer_one(store: Store) -> None:
+    await store.put("{n}:old", "old")
+    await store.put("new", "new")
+    assert await store.move("{n}:old", "new") is False
+    assert await store.get("new") == "new"
+    assert await store.get("{n}:old") is None
+
+
 async def test_ping_answers(store: Store) -> None:
     await store.ping()
 
@@ -330,10 +390,11 @@ CALLS: list[tuple[str, Callable[[Store], Awaitable[object]]]] = [
     ("members", lambda s: s.members("k")),
     ("count_members", lambda s: s.count_members("k")),
     ("scan", lambda s: s.scan("k")),
-    ("put_guarded", lambda s: s.put_guarded("k", "v", guard="g")),
+    ("put_guarded", lambda s: s.put_guarded("{k}", "v", guard="{k}:g")),
     ("map_get", lambda s: s.map_get("k", "f")),
     ("map_all", lambda s: s.map_all("k")),
-    ("map_update", lambda s: s.map_update("k", {"f": "v"}, guard="g", quota=10)),
+    ("map_update", lambda s: s.map_update("{k}", {"f": "v"}, guard="{k}:g", quota=10)),
+    ("move", lambda s: s.move("k", "{k}:new")),
     ("ping", lambda s: s.ping()),
 ]
 
@@ -382,10 +443,122 @@ async def test_redis_url_never_shows_the_password() -> None:
         await store.close()
 
 
-async def test_redis_malformed_url_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="malformed") as caught:
-        RedisStore("http://:hunter2@localhost/0")
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://:hunter2@localhost/0", "has no Redis scheme"),
+        ("redis://:hunter2@localhost:notaport/0", "malformed"),
+        ("redis+sentinel://:hunter2@h1:26379,h2:26379", "names no service"),
+        ("redis+sentinel://:hunter2@h1:26379/my master", "names no service"),
+        ("redis+sentinel://:hunter2@h1:26379/mymaster/x", "database 'x' that is not a number"),
+        ("redis+sentinel://:hunter2@h1:26379/a/1/b", "names no service"),
+        ("redis+sentinel://:hunter2@h1:26379,/mymaster", "bad host:port ''"),
+        ("redis+cluster://:hunter2@h1:6379,h2:port", "bad host:port 'h2:port'"),
+        ("redis+cluster://:hunter2@h1:6379/1", "a Redis Cluster has database 0 only"),
+        ("rediss+cluster://:hunter2@h1:6379?ssl_cert_reqs=none", "takes no ?query"),
+    ],
+)
+async def test_redis_malformed_url_is_a_config_error(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(problem)) as caught:
+        RedisStore(url)
     assert "hunter2" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "redis+sentinel://h1,h2:26380/mymaster",
+            RedisURL("sentinel", "", (("h1", 26379), ("h2", 26380)), "mymaster"),
+        ),
+        (
+            "rediss+sentinel://u:p%40ss@[::1]:26379/mymaster/2",
+            RedisURL("sentinel", "", (("::1", 26379),), "mymaster", 2, True, "u", "p@ss"),
+        ),
+        (
+            "redis+cluster://:pw@h1:7000,h2:7001,h3",
+            RedisURL("cluster", "", (("h1", 7000), ("h2", 7001), ("h3", 6379)), password="pw"),
+        ),
+        ("rediss+cluster://h1:7000/", RedisURL("cluster", "", (("h1", 7000),), is_tls=True)),
+        ("rediss://h:6380/1", RedisURL("single", "", is_tls=True)),
+    ],
+)
+def test_redis_urls_name_the_engine_its_nodes_and_credentials(url: str, expected: RedisURL) -> None:
+    parsed = parse_redis_url(url)
+    assert dataclasses.replace(parsed, url="") == expected
+    assert "p@ss" not in repr(parsed)
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("redis+sentinel://127.0.0.1:{port}/mymaster", "Sentinel service 'mymaster' via"),
+        ("redis+cluster://127.0.0.1:{port}", "Redis Cluster at"),
+    ],
+)
+async def test_an_unreachable_sentinel_or_cluster_is_store_unavailable(
+    url: str, where: str, unused_port: int
+) -> None:
+    store = RedisStore(url.format(port=unused_port), password="hunter2")
+    try:
+        with pytest.raises(StoreUnavailable, match=f"{where} 127.0.0.1:{unused_port}"):
+            await store.get("{i}:key")
+        with pytest.raises(StoreUnavailable):
+            await store.put_many_if_absent([("{i}:a", "v", None)])
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ConnectionError("refused"),
+        MasterNotFoundError("No master found for 'mymaster'"),
+        redis.exceptions.TimeoutError("timed out"),
+        redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica."),
+        redis.exceptions.TryAgainError("TRYAGAIN"),
+        redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        redis.exceptions.MasterDownError("MASTERDOWN Link with MASTER is down"),
+        redis.exceptions.RedisClusterException("Redis Cluster cannot be connected."),
+        redis.exceptions.SlotNotCoveredError("slot 42 is not covered"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+async def test_failover_errors_are_store_unavailable(error: Exception) -> None:
+    # What redis-py raises while Sentinel or a cluster fails over, each as the store sees it.
+    store = RedisStore("redis+sentinel://127.0.0.1:1/mymaster")
+    with pytest.raises(StoreUnavailable, match=type(error).__name__):
+        with store._unavailable():
+            raise error
+    with pytest.raises(redis.exceptions.CrossSlotTransactionError):  # a bug stays a bug (500)
+        with store._unavailable():
+            raise redis.exceptions.CrossSlotTransactionError("cross slot")
+    await store.close()
+
+
+async def test_the_store_password_is_used_when_the_url_has_none(tmp_path: Path) -> None:
+    processes = RedisProcesses(tmp_path)
+    try:
+        port = processes.start(config="requirepass hunter2-secret\n")
+        env = {"ADDON_STORE_URL": f"redis://127.0.0.1:{port}/0"}
+        settings = Settings.from_environ({**env, "ADDON_STORE_PASSWORD": "hunter2-secret"})
+        assert "hunter2" not in repr(settings)
+        store = open_store(settings.store_url, password=settings.store_password)
+        await store.put("key", "v")
+        assert await store.get("key") == "v"
+        await store.close()
+        # The URL's own password wins over ADDON_STORE_PASSWORD.
+        wrong = open_store(f"redis://:wrong@127.0.0.1:{port}/0", password=settings.store_password)
+        with pytest.raises(StoreUnavailable, match="AuthenticationError"):
+            await wrong.get("key")
+        await wrong.close()
+        without = open_store(settings.store_url)
+        with pytest.raises(StoreUnavailable, match="AuthenticationError"):
+            await without.get("key")
+        await without.close()
+    finally:
+        processes.close()
 
 
 async def test_redis_namespaces_do_not_see_each_other(redis_url: str) -> None:

@@ -101,7 +101,7 @@ async def test_scopes_are_sorted_in_the_key_and_asked_for_as_a_subset(
     [request] = fake.token_requests("client_credentials")
     assert request.form["scope"] == "admin_room view_room"
     cached = await store.scan(f"{KEYS.prefix}:token:")
-    assert cached == [f"{KEYS.prefix}:token:{installation.oauth_id}:admin_room view_room"]
+    assert cached == [KEYS.token(installation.oauth_id, ("admin_room", "view_room"))]
 
 
 async def test_scopes_not_granted_are_refused_before_any_request(

@@ -188,7 +188,7 @@ async def test_a_jti_is_per_installation_and_gone_after_uninstall(
 ) -> None:
     assert (await hipchat.send_message(room, "/echo hi")) is not None
     addon = app.state.addon
-    assert await addon.store.scan(f"{addon.keys.prefix}:jti:{room.oauth_id}:")
+    assert await addon.store.scan(f"{addon.keys.prefix}:jti:{{{room.oauth_id}}}:")
     assert (await hipchat.uninstall(room.addon, room)).status_code == 204
     assert await addon.store.scan(f"{addon.keys.prefix}:jti:") == []
 

@@ -99,6 +99,10 @@ class Store(Protocol):
         """Every member of the set at ``key``."""
         ...
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has, without reading them (cheap)."""
+        ...
+
     async def put_guarded(
         self, key: str, value: str, *, guard: str, ttl: float | None = None
     ) -> bool:
@@ -129,8 +133,12 @@ class Store(Protocol):
         ``replace`` drops every field not in ``changes`` first. An emptied map is deleted.
         """
 
-    async def count_members(self, key: str) -> int:
-        """How many members the set at ``key`` has (0 when there is none), without reading them."""
+    async def move(self, old: str, new: str) -> bool:
+        """Move what ``old`` holds (any kind, with its TTL) to ``new``, unless ``new`` exists.
+
+        ``old`` is gone afterwards either way: when ``new`` exists it is the newer write and wins.
+        True when something moved. Atomic, except between two slots of a Redis Cluster.
+        """
         ...
 
     async def scan(self, prefix: str) -> list[str]:

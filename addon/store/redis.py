@@ -1,6 +1,8 @@
 """The production store: Redis through ``redis.asyncio`` (Redis 6.2 or newer, for GETDEL).
 
 Every replica shares it, so locks, single-use values and TTLs hold across processes (DESIGN §4).
+One server, Sentinel (every command on the current master) or Cluster: see ``urls.py`` for the
+URLs and docs/store.md for the hash tags that keep each atomic operation in one cluster slot.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from addon.errors import ConfigError, StoreUnavailable
 from addon.store.base import MapUpdate, Outcome
+from addon.store.keys import hash_tag, require_one_slot
+from addon.store.urls import RedisURL, parse_redis_url
 
 __all__ = ["RedisStore"]
 
@@ -38,6 +43,34 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+# SET NX (with PX when the TTL is not empty) for each key; what was stored, in order. A script, not
+# MULTI: one round trip that also runs on a cluster (every key has the same hash tag).
+_PUT_MANY_IF_ABSENT = """
+local stored = {}
+for i, key in ipairs(KEYS) do
+    local value, px = ARGV[2 * i - 1], ARGV[2 * i]
+    local ok
+    if px == '' then
+        ok = redis.call('SET', key, value, 'NX')
+    else
+        ok = redis.call('SET', key, value, 'NX', 'PX', px)
+    end
+    stored[i] = ok and 1 or 0
+end
+return stored
+"""
+# RENAME keeps the TTL; a new key that exists already is the newer write and wins.
+_MOVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('DEL', KEYS[1])
+    return 0
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
 """
 # SET only while the guard key exists (a late write for an installation that is gone fails).
 _PUT_GUARDED = """
@@ -94,36 +127,44 @@ return {'written', size, removed}
 _FIELD = "="  # prefix of a name's field in a map's hash; "#size" is the only other field
 _SIZE = "#size"
 _GLOB_CHARS = re.compile(r"([*?\[\]\\])")
-_PASSWORD_PARAM = re.compile(r"(^|&)(password=)[^&]*", re.IGNORECASE)
+# What redis-py raises when a store is down or failing over, all answered with a 503: connection
+# errors (MasterNotFoundError from Sentinel included), timeouts, error replies such as READONLY
+# from a demoted master, TRYAGAIN and CLUSTERDOWN, and the cluster client's own "cannot be
+# connected" / "slots not covered" (RedisClusterException, which is not a RedisError).
+_UNAVAILABLE = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+# Raised only for commands we never send (multi-slot transactions): bugs, not outages.
+_BUGS = (redis.exceptions.CrossSlotTransactionError, redis.exceptions.InvalidPipelineStack)
+_Client = redis.asyncio.Redis | RedisCluster
 
 
 class RedisStore:
     """``Store`` on Redis: ``RedisStore("redis://:password@localhost:6379/0")``.
 
-    ``namespace`` is prepended to every key and stripped from what ``scan`` returns.
+    Also ``redis+sentinel://host:26379,host:26379/mymaster/0`` and
+    ``redis+cluster://host:6379,host:6379`` (``rediss+…`` for TLS). ``password`` is used when the
+    URL has none. ``namespace`` is prepended to every key and stripped from what ``scan`` returns.
     """
 
-    def __init__(self, url: str, *, namespace: str = "") -> None:
-        self.url = _mask_password(url)
+    def __init__(self, url: str, *, namespace: str = "", password: str | None = None) -> None:
+        target = parse_redis_url(url)
+        self.url = target.masked
         self.namespace = namespace
-        try:
-            self._redis = redis.asyncio.Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_timeout=_SOCKET_TIMEOUT,
-                socket_connect_timeout=_CONNECT_TIMEOUT,
-                health_check_interval=_HEALTH_CHECK_INTERVAL,
-                retry=_RETRY,
-            )
-        except ValueError:
-            # "from None": the parser's message may quote the URL, password included.
-            raise ConfigError(
-                f"Redis URL {self.url!r} is malformed; expected redis://[:password@]host:port/db"
-            ) from None
+        self.mode = target.mode
+        self._sentinel: Sentinel | None = None
+        self._redis: _Client
+        self._where = target.where
+        if target.mode == "cluster":
+            self._redis = _cluster(target, password)
+        elif target.mode == "sentinel":
+            self._sentinel, self._redis = _sentinel(target, password)
+        else:
+            self._redis = _single(target, password)
+            self._where = _where(self._redis.connection_pool.connection_kwargs)
         self._delete_if_equal = self._redis.register_script(_DELETE_IF_EQUAL)
+        self._put_many = self._redis.register_script(_PUT_MANY_IF_ABSENT)
         self._put_guarded = self._redis.register_script(_PUT_GUARDED)
         self._map_update = self._redis.register_script(_MAP_UPDATE)
-        self._where = _where(self._redis.connection_pool.connection_kwargs)
+        self._move = self._redis.register_script(_MOVE)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, namespace={self.namespace!r})"
@@ -137,8 +178,13 @@ class RedisStore:
         """The values at ``keys``, in order, None where missing."""
         if not keys:
             return []  # MGET with no key is a syntax error
+        names = [self.namespace + key for key in keys]
         with self._unavailable():
-            values = await self._redis.mget([self.namespace + key for key in keys])
+            if isinstance(self._redis, RedisCluster):
+                # One MGET per slot: reading several installations is not atomic on a cluster.
+                values = await self._redis.mget_nonatomic(names)
+            else:
+                values = await self._redis.mget(names)
         return [_text(value) for value in values]
 
     async def put(self, key: str, value: str, *, ttl: float | None = None) -> None:
@@ -160,12 +206,14 @@ class RedisStore:
         """Each ``(key, value, ttl)`` stored only when its key holds nothing, in one atomic step."""
         if not entries:
             return []
+        keys = [self.namespace + key for key, _, _ in entries]
+        require_one_slot(keys)
+        args: list[str | int] = []
+        for _, value, ttl in entries:
+            px = _milliseconds(ttl)
+            args += [value, "" if px is None else px]
         with self._unavailable():
-            # MULTI/EXEC in one pipeline: one round trip, and no other client runs in between.
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for key, value, ttl in entries:
-                    pipe.set(self.namespace + key, value, nx=True, px=_milliseconds(ttl))
-                stored = await pipe.execute()
+            stored = await self._put_many(keys=keys, args=args)
         return [bool(one) for one in stored]
 
     async def take(self, key: str) -> str | None:
@@ -209,12 +257,18 @@ class RedisStore:
             found = await self._redis.smembers(self.namespace + key)
         return {str(member) for member in found}
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has (SCARD: no member is read)."""
+        with self._unavailable():
+            return int(await self._redis.scard(self.namespace + key))
+
     async def put_guarded(
         self, key: str, value: str, *, guard: str, ttl: float | None = None
     ) -> bool:
         """Store ``value`` only while ``guard`` exists, atomically; True when it was stored."""
         px = _milliseconds(ttl)
         keys = [self.namespace + key, self.namespace + guard]
+        require_one_slot(keys)
         with self._unavailable():
             stored = await self._put_guarded(keys=keys, args=[value, "" if px is None else px])
         return bool(stored)
@@ -245,6 +299,7 @@ class RedisStore:
     ) -> MapUpdate:
         """Set fields (None deletes one) in the map at ``key``, atomically, and keep its size."""
         keys = [self.namespace + key, self.namespace + (guard or key)]
+        require_one_slot(keys)
         args: list[str | int] = ["0" if guard is None else "1", -1 if quota is None else quota]
         args.append("1" if replace else "0")
         for name, value in changes.items():
@@ -253,10 +308,13 @@ class RedisStore:
             outcome, size, removed = await self._map_update(keys=keys, args=args)
         return MapUpdate(Outcome(_text(outcome)), int(size), int(removed))
 
-    async def count_members(self, key: str) -> int:
-        """How many members the set at ``key`` has (SCARD)."""
+    async def move(self, old: str, new: str) -> bool:
+        """Move ``old`` (with its TTL) to ``new`` unless ``new`` exists; ``old`` is gone after."""
+        keys = [self.namespace + old, self.namespace + new]
         with self._unavailable():
-            return int(await self._redis.scard(self.namespace + key))
+            if isinstance(self._redis, RedisCluster) and hash_tag(keys[0]) != hash_tag(keys[1]):
+                return await _move_across_slots(self._redis, *keys)
+            return bool(await self._move(keys=keys))
 
     async def scan(self, prefix: str) -> list[str]:
         """Every key that starts with ``prefix``, literally (glob characters are escaped)."""
@@ -275,6 +333,8 @@ class RedisStore:
     async def close(self) -> None:
         """Close every pooled connection (calling it twice is harmless)."""
         await self._redis.aclose()
+        for sentinel in self._sentinel.sentinels if self._sentinel else ():
+            await sentinel.aclose()
 
     @contextmanager
     def _unavailable(self) -> Iterator[None]:
@@ -285,7 +345,9 @@ class RedisStore:
         """
         try:
             yield
-        except redis.exceptions.RedisError as exc:
+        except _BUGS:
+            raise
+        except _UNAVAILABLE as exc:
             raise StoreUnavailable(
                 f"Redis at {self._where} is unavailable ({type(exc).__name__}); "
                 "check that it is running and reachable from this host"
@@ -306,18 +368,80 @@ def _milliseconds(ttl: float | None) -> int | None:
     return math.ceil(ttl * 1000)
 
 
+async def _move_across_slots(cluster: RedisCluster, old: str, new: str) -> bool:
+    """``move`` between two slots: DUMP, RESTORE (which refuses an existing key), DEL."""
+    data = await cluster.dump(old)
+    if data is None:
+        return False
+    ttl = await cluster.pttl(old)
+    try:
+        await cluster.restore(new, max(ttl, 0), data)
+    except redis.exceptions.ResponseError as exc:
+        if "BUSYKEY" not in str(exc):
+            raise
+        await cluster.delete(old)
+        return False
+    await cluster.delete(old)
+    return True
+
+
+def _options(target: RedisURL, password: str | None) -> dict[str, Any]:
+    """Connection options of a Sentinel-managed master or a cluster node."""
+    return {
+        "username": target.username,
+        "password": target.password or password,
+        "ssl": target.is_tls,
+        "decode_responses": True,
+        "socket_timeout": _SOCKET_TIMEOUT,
+        "socket_connect_timeout": _CONNECT_TIMEOUT,
+        "health_check_interval": _HEALTH_CHECK_INTERVAL,
+    }
+
+
+def _single(target: RedisURL, password: str | None) -> redis.asyncio.Redis:
+    try:
+        return redis.asyncio.Redis.from_url(
+            target.url,
+            decode_responses=True,
+            socket_timeout=_SOCKET_TIMEOUT,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            health_check_interval=_HEALTH_CHECK_INTERVAL,
+            retry=_RETRY,
+            password=password,  # the URL's own password, when it has one, wins
+        )
+    except ValueError:
+        # "from None": the parser's message may quote the URL, password included.
+        raise ConfigError(
+            f"Redis URL {target.masked!r} is malformed; expected redis://[:password@]host:port/db"
+        ) from None
+
+
+def _sentinel(target: RedisURL, password: str | None) -> tuple[Sentinel, redis.asyncio.Redis]:
+    """The Sentinel client, and a client that sends every command to the service's master.
+
+    Reads go to the master too: a replica may lag behind a write the same request just made.
+    """
+    sentinel_options = {
+        "socket_timeout": _SOCKET_TIMEOUT,
+        "socket_connect_timeout": _CONNECT_TIMEOUT,
+        "ssl": target.is_tls,
+        # redis-py's default retries each sentinel with a backoff of seconds; the next sentinel
+        # in the list is the better retry.
+        "retry": Retry(NoBackoff(), retries=0),
+    }
+    # redis-py leaves Sentinel's __init__ unannotated.
+    sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    options = _options(target, password) | {"db": target.db, "retry": _RETRY}
+    return sentinel, sentinel.master_for(target.service, **options)
+
+
+def _cluster(target: RedisURL, password: str | None) -> RedisCluster:
+    nodes = [ClusterNode(host, port) for host, port in target.nodes]
+    return RedisCluster(startup_nodes=nodes, **_options(target, password))
+
+
 def _where(connection_kwargs: Mapping[str, Any]) -> str:
-    """host:port (or the socket path) of the server, for error messages."""
+    """host:port (or the socket path) of one server, for error messages."""
     if "path" in connection_kwargs:
         return str(connection_kwargs["path"])
     return f"{connection_kwargs.get('host', 'localhost')}:{connection_kwargs.get('port', 6379)}"
-
-
-def _mask_password(url: str) -> str:
-    """``url`` with its password (in the userinfo or a ``password=`` parameter) replaced by ***."""
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, _PASSWORD_PARAM.sub(r"\1\2***", parts.query)
-    if parts.password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc, query=query))

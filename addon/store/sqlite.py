@@ -15,6 +15,7 @@ from pathlib import Path
 
 from addon.errors import ConfigError, StoreUnavailable
 from addon.store.base import MapUpdate, Outcome
+from addon.store.keys import require_one_slot
 
 __all__ = ["SQLiteStore"]
 
@@ -32,6 +33,7 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _PURGE_EVERY = 60.0  # seconds of the store's clock between two purges of expired rows
 _BATCH = 500  # keys per SELECT ... IN (...), well under SQLite's limit on bound parameters
 _SCHEME = "sqlite:///"
+_TABLES = ("kv", "members", "maps", "map_fields")
 
 
 class SQLiteStore:
@@ -100,6 +102,7 @@ class SQLiteStore:
         self, entries: Sequence[tuple[str, str, float | None]]
     ) -> list[bool]:
         """Each ``(key, value, ttl)`` stored only when its key holds nothing, in one transaction."""
+        require_one_slot(key for key, _, _ in entries)  # as on a Redis Cluster
         now = self._now()
         planned = [
             (self.namespace + key, value, _expires_at(now, ttl)) for key, value, ttl in entries
@@ -173,10 +176,17 @@ class SQLiteStore:
             rows = db.execute("SELECT member FROM members WHERE key = ?", (self.namespace + key,))
             return {str(member) for (member,) in rows}
 
+    async def count_members(self, key: str) -> int:
+        """How many members the set at ``key`` has."""
+        with self._connection() as db:
+            sql = "SELECT COUNT(*) FROM members WHERE key = ?"
+            return int(db.execute(sql, (self.namespace + key,)).fetchone()[0])
+
     async def put_guarded(
         self, key: str, value: str, *, guard: str, ttl: float | None = None
     ) -> bool:
         """Store ``value`` only while ``guard`` exists, atomically; True when it was stored."""
+        require_one_slot([key, guard])
         now = self._now()
         expires_at = _expires_at(now, ttl)
         with self._transaction() as db:
@@ -208,6 +218,7 @@ class SQLiteStore:
         replace: bool = False,
     ) -> MapUpdate:
         """Set fields (None deletes one) in the map at ``key``, atomically, and keep its size."""
+        require_one_slot([key, guard or key])
         name, now = self.namespace + key, self._now()
         with self._transaction() as db:
             if guard is not None and not _exists(db, self.namespace + guard, now):
@@ -224,12 +235,18 @@ class SQLiteStore:
             db.execute("INSERT OR REPLACE INTO maps (key, size) VALUES (?, ?)", (name, size))
         return MapUpdate(Outcome.WRITTEN, size, removed)
 
-    async def count_members(self, key: str) -> int:
-        """How many members the set at ``key`` has."""
-        with self._connection() as db:
-            query = "SELECT COUNT(*) FROM members WHERE key = ?"
-            (count,) = db.execute(query, (self.namespace + key,)).fetchone()
-            return int(count)
+    async def move(self, old: str, new: str) -> bool:
+        """Move ``old`` (with its TTL) to ``new`` unless ``new`` exists; ``old`` is gone after."""
+        source, target, now = self.namespace + old, self.namespace + new, self._now()
+        with self._transaction() as db:
+            if not _exists(db, source, now) or _exists(db, target, now):
+                for table in _TABLES:
+                    db.execute(f"DELETE FROM {table} WHERE key = ?", (source,))
+                return False
+            db.execute("DELETE FROM kv WHERE key = ?", (target,))  # an expired row, if any
+            for table in _TABLES:
+                db.execute(f"UPDATE {table} SET key = ? WHERE key = ?", (target, source))
+        return True
 
     async def scan(self, prefix: str) -> list[str]:
         """Every key (plain or set) that starts with ``prefix``, literally."""
