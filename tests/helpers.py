@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -57,3 +61,26 @@ def redis_answers_ping(port: int) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+POLL_INTERVAL = 0.01  # how often ``eventually`` looks again; not a wait for anything in particular
+
+
+async def eventually(
+    predicate: Callable[[], bool | Awaitable[bool]], seconds: float = 5.0, *, what: str = ""
+) -> None:
+    """Return once ``predicate()`` is true (it may be a coroutine function); fail after ``seconds``.
+
+    For effects that land in the background (a late reply, a notice, a key written). The timeout
+    is generous on purpose: it is reached only when the test fails, so it costs nothing when the
+    machine is slow and the test passes.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"not true within {seconds} s: {what or predicate}"
+        await asyncio.sleep(POLL_INTERVAL)
