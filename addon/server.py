@@ -1,10 +1,11 @@
-"""How ``hipchat-addon serve`` runs uvicorn: options that keep slow or greedy clients from
-holding the server (issue 8, item 6).
+"""How ``hipchat-addon serve`` runs uvicorn: the production stack (uvloop, httptools) and options
+that keep slow or greedy clients from holding the server (issue 8, item 6; issue 9, item 6).
 
 uvicorn closes an idle keep-alive connection after ``timeout_keep_alive``, but has no timer for a
-connection that is still sending its request headers: ``HeaderTimeoutProtocol`` adds one. A slow
-*body* is bounded by the routes' own body reader (``ADDON_READ_TIMEOUT``), which works under any
-server.
+connection that is still sending its request head, and its httptools protocol puts no bound on
+the size of that head (h11 has one; httptools does not): ``HeaderTimeoutProtocol`` adds both. A
+slow *body* is bounded by the routes' own body reader (``ADDON_READ_TIMEOUT``), which works under
+any server.
 """
 
 from __future__ import annotations
@@ -13,29 +14,31 @@ import asyncio
 import functools
 from typing import Any, cast
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from addon.settings import Settings
 
 __all__ = ["HeaderTimeoutProtocol", "uvicorn_options"]
 
+LOOP = "uvloop"  # a dependency (uvicorn[standard]); naming it fails loudly if it is missing
 LIMIT_CONCURRENCY = 1000  # connections + tasks; past it uvicorn answers 503 at once
 TIMEOUT_KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
-MAX_HEADER_BYTES = 16 << 10  # h11's bound on an incomplete request head
+MAX_HEADER_BYTES = 16 << 10  # bound on an incomplete request head (h11's default bound too)
 
 
-class HeaderTimeoutProtocol(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request head takes too long.
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose request head is too slow or big.
 
     The timer runs from the connection's start, and again after each response, until the head
-    of the next request has arrived in full.
+    of the next request has arrived in full. A head still incomplete past ``MAX_HEADER_BYTES``
+    is answered 400 and the connection closed, as uvicorn's h11 protocol does.
     """
 
     def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -45,9 +48,23 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._cancel_header_timer()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._is_awaiting_head():
+            self._head_bytes = 0
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            self.send_400_response("Request head too large.")
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._arm_header_timer()
+
+    def _is_awaiting_head(self) -> bool:
+        # ``cycle`` is the request whose head arrived last: none yet, or answered in full, means
+        # the connection is waiting for (the rest of) the next head.
+        return self.cycle is None or self.cycle.response_complete
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
@@ -62,16 +79,17 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._header_timer = None
         # Still waiting for (the rest of) a request head: drop the connection. A request whose
         # head arrived is in the app's hands, and its body has the app's own read timeout.
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._is_awaiting_head() and not self.transport.is_closing():
             self.transport.close()
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """The keyword arguments ``serve`` passes to ``uvicorn.run`` to bound slow clients."""
+    """The keyword arguments ``serve`` passes to ``uvicorn.run``: the stack and the bounds."""
     protocol = functools.partial(HeaderTimeoutProtocol, header_timeout=settings.read_timeout)
     return {
+        "loop": LOOP,
         "http": cast("type[asyncio.Protocol]", protocol),
+        "ws": "none",  # no WebSocket endpoints: an upgrade request is served as plain HTTP
         "limit_concurrency": LIMIT_CONCURRENCY,
         "timeout_keep_alive": TIMEOUT_KEEP_ALIVE,
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
     }

@@ -2,6 +2,9 @@
 
 Served by uvicorn like the add-on (``uvicorn --app-dir bench bolt_app:create --factory``), through
 Bolt's Starlette adapter, with Slack's v0 request signing verified (``BENCH_SLACK_SECRET``).
+``BENCH_BOLT_PBR=1`` runs Bolt with ``process_before_response=True`` (the mode for FaaS: the
+listener runs to the end before the response goes out, without Bolt's background task), the
+``bolt-pbr`` target.
 
 Bolt would call Slack's ``auth.test`` on the first request to learn about the bot token; an
 ``authorize`` function answering from memory keeps the bench off the network (the add-on, likewise,
@@ -34,7 +37,11 @@ async def _authorize(**kwargs: Any) -> AuthorizeResult:
 
 def create() -> Starlette:
     """Bolt's AsyncApp with a ``/echo`` command that acks with the same text, under Starlette."""
-    app = AsyncApp(signing_secret=os.environ["BENCH_SLACK_SECRET"], authorize=_authorize)
+    app = AsyncApp(
+        signing_secret=os.environ["BENCH_SLACK_SECRET"],
+        authorize=_authorize,
+        process_before_response=os.environ.get("BENCH_BOLT_PBR") == "1",
+    )
 
     @app.command("/echo")
     async def echo(ack: AsyncAck, command: dict[str, Any]) -> None:

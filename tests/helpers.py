@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,26 @@ def served(app: ASGIApp, port: int, **options: Any) -> Iterator[None]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+POLL_INTERVAL = 0.01  # how often ``eventually`` looks again; not a wait for anything in particular
+
+
+async def eventually(
+    predicate: Callable[[], bool | Awaitable[bool]], seconds: float = 5.0, *, what: str = ""
+) -> None:
+    """Return once ``predicate()`` is true (it may be a coroutine function); fail after ``seconds``.
+
+    For effects that land in the background (a late reply, a notice, a key written). The timeout
+    is generous on purpose: it is reached only when the test fails, so it costs nothing when the
+    machine is slow and the test passes.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"not true within {seconds} s: {what or predicate}"
+        await asyncio.sleep(POLL_INTERVAL)

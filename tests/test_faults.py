@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,9 +44,14 @@ async def room_command(message: RoomMessage) -> None:
     await message.reply(f"room {room['id']} ok")
 
 
+# What /slowly waits on (the ``slowly_gate`` fixture makes it): the test opens it when the
+# command must finish, so the command outlives the reply window without a sleep.
+_gates: dict[str, asyncio.Event] = {}
+
+
 @faulty.command("slowly", help="Answers after a while")
 async def slowly(message: RoomMessage) -> None:
-    await asyncio.sleep(0.4)
+    await _gates["slowly"].wait()
     await message.reply("finished slowly")
 
 
@@ -63,13 +68,6 @@ def integrations() -> list[Integration]:
 def addon_of(app: Starlette) -> Addon:
     addon: Addon = app.state.addon
     return addon
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 3.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def no_500s(app: Starlette) -> None:
@@ -293,14 +291,21 @@ async def test_install_and_uninstall_against_a_sick_token_endpoint_answer_502(
 async def shutdown_app(
     settings: Settings, store: Store, hipchat: FakeHipChat
 ) -> AsyncIterator[Starlette]:
-    quick = dataclasses.replace(settings, reply_window=0.05, command_timeout=30.0)
+    # /slowly waits on its gate and /stuck never ends: whatever the window, both outlive it.
+    quick = dataclasses.replace(settings, reply_window=0.01, command_timeout=30.0)
     app = create_app(quick, store=store, transport=hipchat.transport(), integrations=integrations())
     yield app
     await addon_of(app).aclose(grace=0)  # harmless when the test already closed it
 
 
+@pytest.fixture
+def slowly_gate() -> asyncio.Event:
+    _gates["slowly"] = asyncio.Event()
+    return _gates["slowly"]
+
+
 async def test_shutdown_lets_a_slow_command_finish_and_cancels_a_hanging_one(
-    hipchat: FakeHipChat, shutdown_app: Starlette, settings: Settings
+    hipchat: FakeHipChat, shutdown_app: Starlette, settings: Settings, slowly_gate: asyncio.Event
 ) -> None:
     async with hipchat.connect(shutdown_app, settings.base_url) as addon:
         slow_room = await hipchat.install(addon, room_id=1)
@@ -312,6 +317,7 @@ async def test_shutdown_lets_a_slow_command_finish_and_cancels_a_hanging_one(
 
         grace = 1.0
         started = time.monotonic()
+        slowly_gate.set()  # /slowly goes on once the shutdown has begun: it must be let finish
         await addon_of(shutdown_app).aclose(grace=grace)
         elapsed = time.monotonic() - started
 
@@ -323,13 +329,14 @@ async def test_shutdown_lets_a_slow_command_finish_and_cancels_a_hanging_one(
 
 
 async def test_shutdown_with_only_a_slow_command_ends_when_it_does(
-    hipchat: FakeHipChat, shutdown_app: Starlette, settings: Settings
+    hipchat: FakeHipChat, shutdown_app: Starlette, settings: Settings, slowly_gate: asyncio.Event
 ) -> None:
     async with hipchat.connect(shutdown_app, settings.base_url) as addon:
         room = await hipchat.install(addon, room_id=1)
         await hipchat.send_message(room, "/slowly")
 
         started = time.monotonic()
+        slowly_gate.set()
         await addon_of(shutdown_app).aclose(grace=5.0)
         elapsed = time.monotonic() - started
 

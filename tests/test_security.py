@@ -7,12 +7,11 @@ bytes) and every captured log line are searched for each secret the fake HipChat
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -29,7 +28,7 @@ from addon.store import Store
 from addon.store.keys import STORAGE_MAP_SUFFIX
 from addon.store.sqlite import SQLiteStore
 from addon.testing import FakeHipChat, Installed
-from tests.helpers import REPO, store_snapshot
+from tests.helpers import REPO, eventually, store_snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -128,19 +127,12 @@ async def run_full_flow(flow: Flow) -> Installed:
     flow.hipchat.expire_tokens()  # the user token must be refreshed with its refresh token
     await flow.say(room, "/me")
     await flow.say(room, "/recall color")
-    await wait_for(lambda: "two" in flow.hipchat.notifications(room))
+    await eventually(lambda: "two" in flow.hipchat.notifications(room))
     assert flow.hipchat.notifications(room).count("you are user 1001") == 2
     assert flow.hipchat.token_requests("refresh_token"), "the user token was never refreshed"
     assert flow.hipchat.token_requests("authorization_code")
     assert len(flow.hipchat.token_requests("client_credentials")) >= 2
     return room
-
-
-async def wait_for(condition: Callable[[], bool], seconds: float = 3.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_no_secret_is_stored_in_the_clear(flow: Flow) -> None:
@@ -282,7 +274,7 @@ async def test_failure_paths_log_no_secret(flow: Flow, caplog: pytest.LogCapture
     flow.hipchat.fail_token_endpoint(500, count=2)
     await flow.say(room, "/twice")
     await flow.say(room, "/me")
-    await wait_for(lambda: len(flow.hipchat.token_requests()) >= 3)
+    await eventually(lambda: len(flow.hipchat.token_requests()) >= 3)
     assert (await flow.hipchat.uninstall(flow.browser, room)).status_code == 204
 
     assert any(r.levelno >= logging.WARNING for r in caplog.records)

@@ -22,17 +22,24 @@ from tests.helpers import REPO
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
+# /slow goes on only once the test has created the file GO, after SIGTERM: so it is still
+# running when the signal arrives, and outlives any reply window, without a timed sleep.
 SLOW = """
     import asyncio
+    from pathlib import Path
 
     from addon import Integration, RoomMessage
 
     integration = Integration(key="slow")
+    GO = Path(__file__).with_name("go")
 
 
     @integration.command("slow")
     async def slow(message: RoomMessage) -> None:
-        await asyncio.sleep(1.0)
+        for _ in range(2000):  # 20 s at most
+            if GO.exists():
+                break
+            await asyncio.sleep(0.01)
         await message.reply("finished after SIGTERM")
 
 
@@ -52,7 +59,7 @@ def start_server(tmp_path: Path, hipchat: FakeHipChat, port: int) -> subprocess.
         "ADDON_HIPCHAT_HOSTS": hipchat.base_url.removeprefix("http://"),
         "ADDON_INTEGRATIONS_PATH": str(tmp_path / "integrations"),
         "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
-        "ADDON_REPLY_WINDOW": "0.1",
+        "ADDON_REPLY_WINDOW": "0.01",  # /slow and /stuck outlive any window
         "ADDON_SHUTDOWN_TIMEOUT": "3",
     }
     command = [sys.executable, "-m", "addon", "serve", "--port", str(port)]
@@ -83,6 +90,7 @@ async def test_sigterm_lets_commands_finish_within_the_bound_and_tells_the_rest(
 
         stopping = time.monotonic()
         server.send_signal(signal.SIGTERM)
+        (tmp_path / "integrations" / "go").touch()
         # uvicorn re-raises the signal once its graceful shutdown is complete.
         assert server.wait(timeout=15) in (0, -signal.SIGTERM)
         took = time.monotonic() - stopping

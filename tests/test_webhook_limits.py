@@ -18,10 +18,11 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from addon.jwt_auth import sign_jwt
 from addon.routes import WEBHOOK_MAX_BYTES
-from addon.server import uvicorn_options
+from addon.server import MAX_HEADER_BYTES, HeaderTimeoutProtocol, uvicorn_options
 from addon.settings import Settings
 from addon.store.redis import RedisStore
 from addon.testing import FakeHipChat, Installed
@@ -165,8 +166,11 @@ def served(settings: Settings) -> Iterator[int]:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        while (await receive()).get("more_body"):  # the whole body first, as the add-on does
+            pass
+        loop = type(asyncio.get_running_loop())
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.body", "body": f"ok {loop.__module__}".encode()})
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -194,6 +198,16 @@ def _read_until_closed(sock: socket.socket) -> bytes:
     return received
 
 
+def _read_one_response(sock: socket.socket) -> bytes:
+    """One response of the tiny app (chunked: it ends with the empty last chunk)."""
+    received = b""
+    while not received.endswith(b"\r\n0\r\n\r\n"):
+        chunk = sock.recv(4096)
+        assert chunk, f"closed after {received!r}"
+        received += chunk
+    return received
+
+
 def test_a_connection_stuck_in_its_headers_is_closed(served: int) -> None:
     with socket.create_connection(("127.0.0.1", served), timeout=10) as slow:
         slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never ends the head
@@ -202,3 +216,37 @@ def test_a_connection_stuck_in_its_headers_is_closed(served: int) -> None:
     with socket.create_connection(("127.0.0.1", served), timeout=10) as quick:
         quick.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert _read_until_closed(quick).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_serve_runs_on_uvloop_and_httptools(served: int) -> None:
+    with socket.create_connection(("127.0.0.1", served), timeout=10) as quick:
+        quick.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = _read_until_closed(quick)
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert b"ok uvloop" in answer
+    assert issubclass(HeaderTimeoutProtocol, HttpToolsProtocol)
+
+
+def test_a_request_head_past_the_bound_is_refused(served: int) -> None:
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Filler: "
+    # One byte past the bound and no more, so that the server has read all of it when it closes
+    # (unread bytes would turn the close into a reset that loses the answer).
+    head += b"a" * (MAX_HEADER_BYTES + 1 - len(head))
+    with socket.create_connection(("127.0.0.1", served), timeout=10) as greedy:
+        greedy.sendall(head)
+        # Answered at once, long before the 0.3 s head timer would have closed it silently.
+        assert _read_until_closed(greedy).startswith(b"HTTP/1.1 400 Bad Request")
+
+
+def test_the_head_timer_spares_a_request_whose_head_arrived(served: int) -> None:
+    with socket.create_connection(("127.0.0.1", served), timeout=10) as waiting:
+        waiting.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        # A connection opened later, stuck in its head, is closed by its timer: so the timer
+        # of the first connection, armed earlier with the same delay, has fired too.
+        with socket.create_connection(("127.0.0.1", served), timeout=10) as stuck:
+            stuck.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            assert _read_until_closed(stuck) == b""
+        waiting.sendall(b"hello")
+        assert _read_one_response(waiting).startswith(b"HTTP/1.1 200 OK")
+        waiting.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # kept alive: a second one
+        assert _read_one_response(waiting).startswith(b"HTTP/1.1 200 OK")

@@ -151,16 +151,18 @@ async def test_a_quick_reply_is_the_webhook_response(store: Store) -> None:
 
 @pytest.mark.anyio
 async def test_a_slow_reply_is_posted_after_the_window(store: Store) -> None:
-    runtime = runtime_with(store, reply_window=0.05)
+    runtime = runtime_with(store, reply_window=0.01)  # /slow waits on release: past any window
     integration = Integration("slow")
+    release = asyncio.Event()
 
     @integration.command("slow")
     async def slow(message: RoomMessage) -> None:
-        await asyncio.sleep(0.2)
+        await release.wait()
         await message.reply("done", color="green")
 
     dispatcher = Dispatcher([integration], runtime)
     assert await dispatch(dispatcher, message("/slow")) is None
+    release.set()
     await dispatcher.drain(5)
     assert runtime.posted == [(ROOM, text("done", color="green"))]
 
@@ -520,14 +522,16 @@ async def test_a_room_that_cannot_be_told_is_only_logged(
 ) -> None:
     runtime = UnreachableRuntime(store, settings=dataclasses.replace(SETTINGS, reply_window=0))
     integration = Integration("late")
+    release = asyncio.Event()
 
     @integration.command("late")
     async def late(message: RoomMessage) -> None:
-        await asyncio.sleep(0.01)
+        await release.wait()
         await message.reply("too late")
 
     dispatcher = Dispatcher([integration], runtime)
     assert await dispatch(dispatcher, message("/late")) is None
+    release.set()
     await dispatcher.drain()
     messages = [record.getMessage() for record in caplog.records]
     assert "/late failed" in messages
@@ -564,12 +568,14 @@ async def test_a_hung_sync_integration_cannot_take_the_other_integrations_thread
     def answer(message: RoomMessage) -> str:
         return "still here"
 
-    runtime = runtime_with(store, reply_window=0.05, command_timeout=0.2)
+    # A window of whole seconds: /calm answers inside it however loaded the machine, and each
+    # /hog's timeout notice is its reply, so the timeouts have passed when /calm is sent.
+    runtime = runtime_with(store, reply_window=5.0, command_timeout=0.2)
     dispatcher = Dispatcher([hog, calm], runtime, max_threads=4)
     try:
-        for _ in range(6):  # more than every thread: each hangs past its timeout
-            await dispatch(dispatcher, message("/hog"))
-        await asyncio.sleep(0.3)
+        hogs = [dispatch(dispatcher, message("/hog")) for _ in range(6)]
+        timed_out = await asyncio.gather(*hogs)  # more than every thread: each hangs past it
+        assert [r and r["message"] for r in timed_out] == ["/hog timed out after 0.2 s"] * 6
         reply = await dispatch(dispatcher, message("/calm"))
     finally:
         release.set()
