@@ -26,20 +26,22 @@ from addon.descriptor import (
     load_capabilities,
     validate_descriptor,
 )
+from addon.dispatch import Dispatcher
 from addon.hosts import HostPolicy
 from addon.installations import InstallationRepository
 from addon.integrations import Integration, help_integration, load_integrations
 from addon.lifecycle import Lifecycle
 from addon.metrics import Metrics
-from addon.routes import exception_handlers, routes
+from addon.routes import WebhookEndpoint, exception_handlers, routes
 from addon.runtime import AddonRuntime
 from addon.seal import Sealer
+from addon.seed import parse_static_tokens
 from addon.settings import Settings, settings_from_process
 from addon.store import Keys, Store, open_store
 from addon.tokens import TokenService
 from addon.ui.descriptor import descriptor_entries
 from addon.ui.routes import UIService, ui_routes
-from addon.webhooks import Dispatcher
+from addon.verification import Verifier
 
 __all__ = ["Addon", "create_app", "create_app_from_environ"]
 
@@ -65,6 +67,7 @@ class Addon:
     integrations: list[Integration]
     runtime: AddonRuntime
     dispatcher: Dispatcher
+    verifier: Verifier
     now: Callable[[], float]
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
 
@@ -111,6 +114,7 @@ def build_addon(
 ) -> Addon:
     """Build the add-on's resources from ``settings``; ``store``/``transport``/``now`` are seams."""
     capabilities = capabilities or load_capabilities(settings.capabilities_path)
+    parse_static_tokens(settings.static_tokens)  # ConfigError at start-up, not on a command
     if integrations is None:
         integrations = load_all_integrations(settings)
     integrations = list(integrations)
@@ -159,6 +163,7 @@ def build_addon(
         integrations=integrations,
         runtime=runtime,
         dispatcher=Dispatcher(integrations, runtime),
+        verifier=Verifier(store, keys, sealer, leeway=settings.jwt_leeway),
         now=now,
     )
 
@@ -196,8 +201,11 @@ def create_app(
         finally:
             await addon.aclose()
 
+    webhook = WebhookEndpoint(
+        addon.verifier, addon.dispatcher, now=now, read_timeout=settings.read_timeout
+    )
     app = Starlette(
-        routes=[*routes(), *ui_routes()],
+        routes=[*routes(webhook), *ui_routes()],
         exception_handlers=exception_handlers(),
         middleware=[Middleware(MetricsMiddleware, metrics=addon.metrics)],
         lifespan=lifespan,

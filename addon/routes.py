@@ -1,7 +1,8 @@
 """HTTP endpoints. The only module (with ``app.py``) that knows Starlette.
 
-Errors raised by the core are ``AddonError`` subclasses; ``exception_handlers`` turns each group
-into one status with a JSON body ``{"error": {"status", "type", "message"}}`` in a single table.
+Errors raised by the core are ``AddonError`` subclasses; ``exception_handlers`` answers each with
+the status its class carries (``http_status``) and a JSON body ``{"error": {"status", "type",
+"message"}}``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import asyncio
 import hmac
 import html
 import logging
-import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
@@ -28,48 +30,31 @@ from starlette.routing import BaseRoute, Route
 from addon.admin import erase_storage, export_storage, import_storage
 from addon.approval import APPROVE_PATH, CALLBACK_PATH
 from addon.descriptor import DESCRIPTOR_PATH
+from addon.dispatch import Dispatcher, Signed
 from addon.errors import (
     AddonError,
-    ApprovalRequired,
     AuthError,
     BodyTimeout,
     BodyTooLarge,
-    Conflict,
-    Forbidden,
     NotFound,
     RequestError,
-    ShuttingDown,
-    StoreUnavailable,
-    UpstreamError,
 )
 from addon.installations import Installation, InstallPayload, oauth_id_from
 from addon.jsonvalue import loads as load_json
-from addon.jwt_auth import Claims, check_webhook_claims, extract_jwt, verify_jwt
-from addon.webhooks import Signed
+from addon.jwt_auth import check_webhook_claims, extract_jwt
+from addon.verification import Verifier
+from addon.wire import load_body, parse_webhook
 
 if TYPE_CHECKING:
     from addon.app import Addon
 
-__all__ = ["exception_handlers", "routes"]
+__all__ = ["WebhookEndpoint", "error_response", "exception_handlers", "read_json", "routes"]
 
 log = logging.getLogger("addon.routes")
 
 MAX_BODY_BYTES = 1 << 20
 # HipChat's message text is at most 10,000 characters: 64 KiB holds any webhook it sends.
 WEBHOOK_MAX_BYTES = 64 << 10
-_STATUS: tuple[tuple[type[AddonError], int], ...] = (
-    (BodyTooLarge, 413),
-    (BodyTimeout, 408),
-    (RequestError, 400),
-    (AuthError, 401),
-    (Forbidden, 403),
-    (ApprovalRequired, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-    (UpstreamError, 502),
-    (StoreUnavailable, 503),
-    (ShuttingDown, 503),
-)
 
 
 def error_response(status: int, kind: str, message: str) -> JSONResponse:
@@ -81,7 +66,7 @@ def error_response(status: int, kind: str, message: str) -> JSONResponse:
 
 async def _addon_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AddonError)
-    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+    status = exc.http_status
     if status >= 500:
         log.error("%s: %s", type(exc).__name__, exc, extra={"path": request.url.path})
     return error_response(status, type(exc).__name__, str(exc))
@@ -252,7 +237,7 @@ async def oauth_callback(request: Request) -> Response:
 
 
 def _approval_failed(request: Request, exc: AddonError) -> Response:
-    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+    status = exc.http_status
     if status >= 500:
         log.error("%s: %s", type(exc).__name__, exc, extra={"path": request.url.path})
     return _approval_page(status, "Approval failed", str(exc))
@@ -265,30 +250,65 @@ def _approval_page(status: int, title: str, message: str) -> HTMLResponse:
     return HTMLResponse(page, status_code=status, headers=headers)
 
 
-async def webhook(request: Request) -> Response:
+class WebhookEndpoint:
     """``POST /webhook/{event}``: a JWT-signed webhook from HipChat, dispatched to integrations.
 
-    The JWT is verified before a byte of the body is read; the body is capped while it streams.
+    Handed the three collaborators it uses. In order, each step only going down:
+    the JWT's claims (no store, no body) → the body, capped while it streams, parsed once into a
+    ``wire.Webhook`` → the handlers it selects → one store round trip (installation read, ``jti``
+    and message-id claims) and the signature → the body's cross-checks → dispatch.
     """
-    addon = _addon(request)
-    token = extract_jwt(request.headers, request.query_params, None)
-    lookup = _InstallationLookup(addon)
-    now, leeway = addon.now(), addon.settings.jwt_leeway
-    claims = await verify_jwt(token, lookup.secret_for, now=now, leeway=leeway)
-    installation = lookup.found or await addon.installations.require(claims.iss)
-    body = await read_json(request, limit=WEBHOOK_MAX_BYTES)
-    if not isinstance(body, dict):
-        raise RequestError("The webhook body is not a JSON object")
-    check_webhook_claims(claims, body, installation)
-    if body.get("event") != request.path_params["event"]:
-        raise RequestError("The body's event does not match the webhook URL it was sent to")
-    return await _dispatch(addon, body, installation, _signed(claims, now=now, leeway=leeway))
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        dispatcher: Dispatcher,
+        *,
+        now: Callable[[], float],
+        read_timeout: float,
+    ) -> None:
+        self._verifier = verifier
+        self._dispatcher = dispatcher
+        self._now = now
+        self._read_timeout = read_timeout
+
+    async def handle(self, request: Request) -> Response:
+        """Verify, parse and dispatch one webhook; its reply, or 204."""
+        now = self._now()
+        token = self._verifier.read(extract_jwt(request.headers, request.query_params), now=now)
+        raw = await _read_body(request, WEBHOOK_MAX_BYTES, self._read_timeout)
+        hook = parse_webhook(load_body(raw))
+        if hook.event != request.path_params["event"]:
+            raise RequestError("The body's event does not match the webhook URL it was sent to")
+        dispatcher = self._dispatcher
+        plan = dispatcher.plan(hook)
+        request_id = dispatcher.request_id()
+        message_id = hook.message_id if plan.has_work else None
+        accepted = await self._verifier.accept(
+            token, now=now, message_id=message_id, stamp=request_id
+        )
+        claims, installation = accepted.claims, accepted.installation
+        signed = Signed(claims.sub, claims.room_id)
+        try:
+            check_webhook_claims(claims, hook.body, installation)
+            room = dispatcher.room_of(hook, installation, signed)
+        except AddonError:
+            await self._verifier.release(accepted)  # refused: it did not run
+            raise
+        headers = {"X-Request-Id": request_id}
+        if not accepted.is_first_delivery:
+            log.info("Message delivered again; it already ran", extra={"oauth_id": claims.iss})
+            return Response(status_code=204, headers=headers)
+        reply = await dispatcher.run(
+            plan, installation, request_id=request_id, signed=signed, room=room
+        )
+        return _reply(reply, headers)
 
 
-def _signed(claims: Claims, *, now: float, leeway: float) -> Signed:
-    # The jti is remembered until the token could no longer pass verification: exp + leeway.
-    ttl = max(claims.exp + leeway - now, 1.0)
-    return Signed(sender_id=claims.sub, room_id=claims.room_id, jti=claims.jti, ttl=ttl)
+def _reply(reply: dict[str, object] | None, headers: dict[str, str]) -> Response:
+    if reply is None:
+        return Response(status_code=204, headers=headers)
+    return Response(orjson.dumps(reply), headers=headers, media_type="application/json")
 
 
 async def unsigned_command(request: Request) -> Response:
@@ -332,28 +352,10 @@ async def _unsigned_dispatch(addon: Addon, request: Request) -> Response:
     return await _dispatch(addon, body, installation)
 
 
-async def _dispatch(
-    addon: Addon, body: Any, installation: Installation, signed: Signed | None = None
-) -> Response:
-    request_id = uuid.uuid4().hex
-    reply = await addon.dispatcher.handle(body, installation, request_id=request_id, signed=signed)
-    headers = {"X-Request-Id": request_id}
-    if reply is None:
-        return Response(status_code=204, headers=headers)
-    return JSONResponse(reply, headers=headers)
-
-
-class _InstallationLookup:
-    """Finds the JWT issuer's secret, and keeps the installation for the rest of the request."""
-
-    def __init__(self, addon: Addon) -> None:
-        self.addon = addon
-        self.found: Installation | None = None
-
-    async def secret_for(self, oauth_id: str) -> str | None:
-        # No cache across requests: every replica sees an uninstall at once.
-        self.found = await self.addon.installations.get(oauth_id_from(oauth_id))
-        return None if self.found is None else self.found.oauth_secret.value
+async def _dispatch(addon: Addon, body: Any, installation: Installation) -> Response:
+    request_id = addon.dispatcher.request_id()
+    reply = await addon.dispatcher.handle(body, installation, request_id=request_id)
+    return _reply(reply, {"X-Request-Id": request_id})
 
 
 def _require_admin(request: Request) -> Addon:
@@ -390,9 +392,10 @@ async def storage_erase(request: Request) -> Response:
     return JSONResponse({"erased": await erase_storage(addon.store, addon.keys)})
 
 
-def routes() -> list[BaseRoute]:
-    """Every endpoint of the add-on."""
+def routes(webhook: WebhookEndpoint) -> list[BaseRoute]:
+    """Every endpoint of the add-on (``create_app`` builds ``webhook`` with its collaborators)."""
     return [
+        Route("/webhook/{event}", webhook.handle, methods=["POST"]),
         Route("/", landing, methods=["GET"]),
         Route(DESCRIPTOR_PATH, descriptor, methods=["GET"]),
         Route("/install", install_trigger, methods=["GET"]),
@@ -407,7 +410,6 @@ def routes() -> list[BaseRoute]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/webhook/{event}", webhook, methods=["POST"]),
         Route("/commands", unsigned_command, methods=["POST"]),
         Route("/commands/{secret}", unsigned_command_in_path, methods=["POST"]),
         Route("/admin/storage", storage_export, methods=["GET"]),

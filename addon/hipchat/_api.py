@@ -65,9 +65,18 @@ class APIGroup:
         await self._transport.send(name, params or {}, json=json, content=content, headers=headers)
 
     async def _location(self, name: str, params: PathParams) -> str:
-        """Send a redirecting operation and return where it points."""
+        """Send a redirecting operation and return where it points.
+
+        ``UpstreamError`` when HipChat answers a redirect without a ``Location``.
+        """
         response = await self._transport.send(name, params)
-        return str(response.headers.get("location", ""))
+        location = response.headers.get("location", "")
+        if not location:
+            raise UpstreamError(
+                f"HipChat answered {name} with {response.status_code} but no Location; "
+                "try again later"
+            )
+        return str(location)
 
     async def _items(
         self, name: str, params: PathParams, query: Query, page_size: int

@@ -51,6 +51,25 @@ else
 end
 return 1
 """
+# GET the first key; only when it exists, SET NX each further key (ARGV: value, PX or '' per key).
+# The reply is {found (0/1), value or '', stored (0/1) per further key}: Lua drops nils in tables.
+_READ_AND_CLAIM = """
+local value = redis.call('GET', KEYS[1])
+if not value then
+    return {0, ''}
+end
+local reply = {1, value}
+for i = 2, #KEYS do
+    local stored
+    if ARGV[2 * i - 2] == '' then
+        stored = redis.call('SET', KEYS[i], ARGV[2 * i - 3], 'NX')
+    else
+        stored = redis.call('SET', KEYS[i], ARGV[2 * i - 3], 'NX', 'PX', ARGV[2 * i - 2])
+    end
+    reply[i + 1] = stored and 1 or 0
+end
+return reply
+"""
 # A map is a hash whose fields are "=" + name, plus "#size": the bytes of every name and value,
 # kept with each write so that the quota costs no read of the other values (HSTRLEN of the old
 # value only). ARGV: has_guard, quota (-1: none), replace, then (op, name, value) triples.
@@ -123,6 +142,7 @@ class RedisStore:
         self._delete_if_equal = self._redis.register_script(_DELETE_IF_EQUAL)
         self._put_guarded = self._redis.register_script(_PUT_GUARDED)
         self._map_update = self._redis.register_script(_MAP_UPDATE)
+        self._read_and_claim = self._redis.register_script(_READ_AND_CLAIM)
         self._where = _where(self._redis.connection_pool.connection_kwargs)
 
     def __repr__(self) -> str:
@@ -167,6 +187,22 @@ class RedisStore:
                     pipe.set(self.namespace + key, value, nx=True, px=_milliseconds(ttl))
                 stored = await pipe.execute()
         return [bool(one) for one in stored]
+
+    async def read_and_claim(
+        self, key: str, claims: Sequence[tuple[str, str, float | None]]
+    ) -> tuple[str | None, list[bool]]:
+        """The value at ``key`` and, when there is one, ``claims`` SET NX: one EVALSHA."""
+        keys = [self.namespace + key]
+        args: list[str | int] = []
+        for name, value, ttl in claims:
+            px = _milliseconds(ttl)
+            keys.append(self.namespace + name)
+            args += [value, "" if px is None else px]
+        with self._unavailable():
+            reply = await self._read_and_claim(keys=keys, args=args)
+        if not reply[0]:
+            return None, [False] * len(claims)
+        return _text(reply[1]), [bool(one) for one in reply[2:]]
 
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""

@@ -49,7 +49,7 @@ class UIService:
         self.addon = addon
         self.integrations = {i.key: i for i in addon.integrations}
         self.configs = ConfigStore(addon.store, addon.keys)
-        self.auth = UIAuth(addon)
+        self.auth = UIAuth(addon.verifier, now=addon.now)
         self._templates: dict[str, Jinja2Templates] = {}
 
     def integration(self, key: str) -> Integration:
@@ -310,9 +310,8 @@ async def _body(request: Request) -> Any:
 
 
 def _json_error(exc: AddonError) -> Response:
-    for kind, status in ((AuthError, 401), (Forbidden, 403), (NotFound, 404)):
-        if isinstance(exc, kind):
-            return error_response(status, type(exc).__name__, str(exc))
+    if isinstance(exc, AuthError | Forbidden | NotFound):
+        return error_response(exc.http_status, type(exc).__name__, str(exc))
     raise exc
 
 
