@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
 import jwt
+import orjson
 
 from addon.errors import InvalidJWT, RequestError, UnknownInstallation
 from addon.wire import id_of, mapping, room_id_of, sender_of
@@ -254,10 +255,13 @@ def _b64decode(part: str, what: str) -> bytes:
 def _json_part(part: str, what: str) -> Mapping[str, object]:
     raw = _b64decode(part, what)
     try:
-        # json, not orjson: a JWT's NaN or Infinity must reach the claim checks, which name it.
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidJWT(f"The JWT is malformed: its {what} is not JSON") from None
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Python's json reads NaN and Infinity too: such a claim reaches the checks that name it.
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise InvalidJWT(f"The JWT is malformed: its {what} is not JSON") from None
     if not isinstance(value, dict):
         raise InvalidJWT(f"The JWT is malformed: its {what} is not a JSON object")
     return value

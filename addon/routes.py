@@ -13,11 +13,11 @@ import html
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
@@ -26,6 +26,7 @@ from starlette.responses import (
     Response,
 )
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from addon.admin import erase_storage, export_storage, import_storage
 from addon.approval import APPROVE_PATH, CALLBACK_PATH
@@ -99,24 +100,44 @@ async def read_json(request: Request, *, limit: int = MAX_BODY_BYTES) -> Any:
 
 
 async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
-    declared = request.headers.get("content-length", "")
+    return await _receive_body(
+        request.headers.get("content-length", ""), request.receive, limit, seconds
+    )
+
+
+async def _receive_body(declared: str, receive: Receive, limit: int, seconds: float) -> bytes:
+    """The body from ASGI ``receive``: ``BodyTooLarge`` past ``limit`` (declared or streamed,
+    nothing more is read), ``BodyTimeout`` when it does not arrive within ``seconds``."""
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    body = bytearray()
     deadline = asyncio.timeout(seconds)
     try:
         async with deadline:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise _too_large(limit)
+            return await _receive_chunks(receive, limit)
     except TimeoutError:
         if not deadline.expired():
             raise
         raise BodyTimeout(
             f"The request body did not arrive within {seconds:g} s; send it without pausing"
         ) from None
-    return bytes(body)
+
+
+async def _receive_chunks(receive: Receive, limit: int) -> bytes:
+    body = b""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            raise _too_large(limit)
+        if not message.get("more_body", False):
+            break
+        chunks.append(body)
+    return b"".join([*chunks, body]) if chunks else body
 
 
 def _too_large(limit: int) -> BodyTooLarge:
@@ -253,10 +274,12 @@ def _approval_page(status: int, title: str, message: str) -> HTMLResponse:
 class WebhookEndpoint:
     """``POST /webhook/{event}``: a JWT-signed webhook from HipChat, dispatched to integrations.
 
-    Handed the three collaborators it uses. In order, each step only going down:
-    the JWT's claims (no store, no body) → the body, capped while it streams, parsed once into a
-    ``wire.Webhook`` → the handlers it selects → one store round trip (installation read, ``jti``
-    and message-id claims) and the signature → the body's cross-checks → dispatch.
+    A plain ASGI endpoint (no ``Request`` object on the hot path), handed the three collaborators
+    it uses. In order, each step only going down: the JWT's claims (no store, no body) → the
+    body, capped while it streams, parsed once into a ``wire.Webhook`` → the handlers it selects
+    → one store round trip (installation read, ``jti`` and message-id claims) and the signature
+    → the body's cross-checks → dispatch. A refusal raises an ``AddonError``, which
+    ``exception_handlers`` answers like any other route's.
     """
 
     def __init__(
@@ -272,13 +295,30 @@ class WebhookEndpoint:
         self._now = now
         self._read_timeout = read_timeout
 
-    async def handle(self, request: Request) -> Response:
-        """Verify, parse and dispatch one webhook; its reply, or 204."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id, reply = await self.handle(scope, receive)
+        headers = [(b"x-request-id", request_id.encode())]
+        if reply is None:
+            await send({"type": "http.response.start", "status": 204, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = orjson.dumps(reply)
+        headers += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[str, dict[str, object] | None]:
+        """Verify, parse and dispatch one webhook: its request id and reply (None: 204)."""
         now = self._now()
-        token = self._verifier.read(extract_jwt(request.headers, request.query_params), now=now)
-        raw = await _read_body(request, WEBHOOK_MAX_BYTES, self._read_timeout)
+        headers = _headers(scope)
+        token = self._verifier.read(extract_jwt(headers, _query(scope)), now=now)
+        declared = headers.get("content-length", "")
+        raw = await _receive_body(declared, receive, WEBHOOK_MAX_BYTES, self._read_timeout)
         hook = parse_webhook(load_body(raw))
-        if hook.event != request.path_params["event"]:
+        if hook.event != scope["path_params"]["event"]:
             raise RequestError("The body's event does not match the webhook URL it was sent to")
         dispatcher = self._dispatcher
         plan = dispatcher.plan(hook)
@@ -295,14 +335,27 @@ class WebhookEndpoint:
         except AddonError:
             await self._verifier.release(accepted)  # refused: it did not run
             raise
-        headers = {"X-Request-Id": request_id}
         if not accepted.is_first_delivery:
             log.info("Message delivered again; it already ran", extra={"oauth_id": claims.iss})
-            return Response(status_code=204, headers=headers)
+            return request_id, None
         reply = await dispatcher.run(
             plan, installation, request_id=request_id, signed=signed, room=room
         )
-        return _reply(reply, headers)
+        return request_id, reply
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    # The two headers the webhook reads, lower-cased by the server (ASGI); latin-1 per ASGI.
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in (b"authorization", b"content-length")
+    }
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw: bytes = scope.get("query_string", b"")
+    return dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
 
 
 def _reply(reply: dict[str, object] | None, headers: dict[str, str]) -> Response:
@@ -395,7 +448,7 @@ async def storage_erase(request: Request) -> Response:
 def routes(webhook: WebhookEndpoint) -> list[BaseRoute]:
     """Every endpoint of the add-on (``create_app`` builds ``webhook`` with its collaborators)."""
     return [
-        Route("/webhook/{event}", webhook.handle, methods=["POST"]),
+        Route("/webhook/{event}", webhook, methods=["POST"]),
         Route("/", landing, methods=["GET"]),
         Route(DESCRIPTOR_PATH, descriptor, methods=["GET"]),
         Route("/install", install_trigger, methods=["GET"]),
