@@ -32,7 +32,18 @@ from addon.installations import InstallationRepository
 from addon.integrations import Integration, help_integration, load_integrations
 from addon.lifecycle import Lifecycle
 from addon.metrics import Metrics
-from addon.routes import WebhookEndpoint, exception_handlers, routes
+from addon.routes import (
+    Admin,
+    Approvals,
+    Endpoints,
+    Installs,
+    Operations,
+    Pages,
+    UnsignedCommands,
+    WebhookEndpoint,
+    exception_handlers,
+    routes,
+)
 from addon.runtime import AddonRuntime
 from addon.seal import Sealer
 from addon.seed import parse_static_tokens
@@ -201,18 +212,31 @@ def create_app(
         finally:
             await addon.aclose()
 
-    webhook = WebhookEndpoint(
-        addon.verifier, addon.dispatcher, now=now, read_timeout=settings.read_timeout
-    )
     app = Starlette(
-        routes=[*routes(webhook), *ui_routes()],
+        routes=[*routes(endpoints_of(addon)), *ui_routes()],
         exception_handlers=exception_handlers(),
         middleware=[Middleware(MetricsMiddleware, metrics=addon.metrics)],
         lifespan=lifespan,
     )
-    app.state.addon = addon
+    app.state.addon = addon  # for tools and tests; no route reads it
     app.state.ui = UIService(addon)
     return app
+
+
+def endpoints_of(addon: Addon) -> Endpoints:
+    """Each endpoint group, handed only the services it uses."""
+    settings = addon.settings
+    return Endpoints(
+        webhook=WebhookEndpoint(
+            addon.verifier, addon.dispatcher, now=addon.now, read_timeout=settings.read_timeout
+        ),
+        pages=Pages(settings, addon.capabilities, addon.descriptor, addon.hosts),
+        installs=Installs(addon.lifecycle, read_timeout=settings.read_timeout),
+        operations=Operations(addon.store, addon.installations, addon.metrics),
+        approvals=Approvals(addon.approvals, name=addon.capabilities.name),
+        commands=UnsignedCommands(settings, addon.installations, addon.dispatcher),
+        admin=Admin(settings, addon.store, addon.keys),
+    )
 
 
 class MetricsMiddleware:

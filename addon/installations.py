@@ -78,11 +78,6 @@ class Installation:
     installed_at: float
     group_name: str | None = None
 
-    @property
-    def is_room_installation(self) -> bool:
-        """True when installed into one room rather than group-wide."""
-        return self.room_id is not None
-
     def check_reinstall_from(self, capabilities_url: str) -> None:
         """Raise ``Conflict`` unless ``capabilities_url`` is where this installation came from.
 

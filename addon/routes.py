@@ -8,11 +8,12 @@ the status its class carries (``http_status``) and a JSON body ``{"error": {"sta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import html
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
@@ -29,8 +30,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from addon.admin import erase_storage, export_storage, import_storage
-from addon.approval import APPROVE_PATH, CALLBACK_PATH
-from addon.descriptor import DESCRIPTOR_PATH
+from addon.approval import APPROVE_PATH, CALLBACK_PATH, ApprovalService
+from addon.descriptor import DESCRIPTOR_PATH, Capabilities
 from addon.dispatch import Dispatcher, Signed
 from addon.errors import (
     AddonError,
@@ -40,16 +41,31 @@ from addon.errors import (
     NotFound,
     RequestError,
 )
-from addon.installations import Installation, InstallPayload, oauth_id_from
+from addon.hosts import HostPolicy
+from addon.installations import InstallationRepository, InstallPayload, oauth_id_from
 from addon.jsonvalue import loads as load_json
 from addon.jwt_auth import check_webhook_claims, extract_jwt
+from addon.lifecycle import Lifecycle
+from addon.metrics import Metrics
+from addon.settings import Settings
+from addon.store import Keys, Store
 from addon.verification import Verifier
 from addon.wire import load_body, parse_webhook
 
-if TYPE_CHECKING:
-    from addon.app import Addon
-
-__all__ = ["WebhookEndpoint", "error_response", "exception_handlers", "read_json", "routes"]
+__all__ = [
+    "Admin",
+    "Approvals",
+    "Endpoints",
+    "Installs",
+    "Operations",
+    "Pages",
+    "UnsignedCommands",
+    "WebhookEndpoint",
+    "error_response",
+    "exception_handlers",
+    "read_json",
+    "routes",
+]
 
 log = logging.getLogger("addon.routes")
 
@@ -83,20 +99,14 @@ def exception_handlers() -> dict[Any, Any]:
     return {AddonError: _addon_error, HTTPException: _http_error}
 
 
-def _addon(request: Request) -> Addon:
-    addon: Addon = request.app.state.addon
-    return addon
-
-
-async def read_json(request: Request, *, limit: int = MAX_BODY_BYTES) -> Any:
-    """The request's JSON body, read within the settings' ``read_timeout`` seconds.
+async def read_json(request: Request, *, seconds: float, limit: int = MAX_BODY_BYTES) -> Any:
+    """The request's JSON body, read within ``seconds`` (the settings' ``read_timeout``).
 
     ``BodyTooLarge`` when ``Content-Length`` or the bytes streamed so far pass ``limit`` (nothing
     more is read), ``BodyTimeout`` when the body is too slow, ``RequestError`` when it is not JSON
     or nested deeper than ``jsonvalue.MAX_DEPTH`` (64).
     """
-    body = await _read_body(request, limit, _addon(request).settings.read_timeout)
-    return load_json(body)
+    return load_json(await _read_body(request, limit, seconds))
 
 
 async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
@@ -144,117 +154,138 @@ def _too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"The request body is larger than {limit} bytes; send a smaller one")
 
 
-async def descriptor(request: Request) -> Response:
-    """``GET /atlassian-connect.json``: the capability descriptor."""
-    return JSONResponse(_addon(request).descriptor, headers={"Access-Control-Allow-Origin": "*"})
+class Pages:
+    """``/``, the descriptor and the install trigger: what the add-on shows of itself."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        capabilities: Capabilities,
+        descriptor: dict[str, Any],
+        hosts: HostPolicy,
+    ) -> None:
+        self._settings, self._capabilities = settings, capabilities
+        self._descriptor, self._hosts = descriptor, hosts
+
+    async def descriptor(self, request: Request) -> Response:
+        """``GET /atlassian-connect.json``: the capability descriptor."""
+        return JSONResponse(self._descriptor, headers={"Access-Control-Allow-Origin": "*"})
+
+    async def install_trigger(self, request: Request) -> Response:
+        """``GET /install?hipchat=<server>[&room=<name>]``: redirect to HipChat's install page."""
+        server = request.query_params.get("hipchat", "").strip()
+        if server and "://" not in server:
+            server = f"https://{server}"
+        self._hosts.check(server, what="hipchat")
+        parts = urlsplit(server)
+        query = {"url": self._settings.url_for(DESCRIPTOR_PATH)}
+        room = request.query_params.get("room", "").strip()
+        if room:
+            query["room"] = room
+        target = f"{parts.scheme}://{parts.netloc}/addons/install?{urlencode(query)}"
+        return RedirectResponse(target, status_code=302)
+
+    async def landing(self, request: Request) -> Response:
+        """``GET /``: what the add-on is, and a form to install it."""
+        caps, settings = self._capabilities, self._settings
+        descriptor_url = settings.url_for(DESCRIPTOR_PATH)
+        default_host = next((h for h in settings.hipchat_hosts if h.startswith("www.")), "")
+        page = _LANDING.format(
+            name=html.escape(caps.name),
+            description=html.escape(caps.description),
+            descriptor=html.escape(descriptor_url),
+            host=html.escape(default_host),
+        )
+        return HTMLResponse(page)
 
 
-async def install(request: Request) -> Response:
-    """``POST /installable``: the server-side install callback."""
-    payload = InstallPayload.from_json(await read_json(request))
-    installation = await _addon(request).lifecycle.install(payload)
-    return JSONResponse({"oauthId": installation.oauth_id, "installed": True})
+class Installs:
+    """The install, update and uninstall callbacks, server- and client-side."""
+
+    def __init__(self, lifecycle: Lifecycle, *, read_timeout: float) -> None:
+        self._lifecycle = lifecycle
+        self._read_timeout = read_timeout
+
+    async def install(self, request: Request) -> Response:
+        """``POST /installable``: the server-side install callback."""
+        payload = InstallPayload.from_json(await read_json(request, seconds=self._read_timeout))
+        installation = await self._lifecycle.install(payload)
+        return JSONResponse({"oauthId": installation.oauth_id, "installed": True})
+
+    async def update(self, request: Request) -> Response:
+        """``POST /installable/update``: the update callback; the oauth_id is kept."""
+        payload = InstallPayload.from_json(await read_json(request, seconds=self._read_timeout))
+        installation = await self._lifecycle.install(payload, update=True)
+        return JSONResponse({"oauthId": installation.oauth_id, "updated": True})
+
+    async def uninstall(self, request: Request) -> Response:
+        """``DELETE /installable/{oauth_id}``: uninstall once HipChat revoked the client."""
+        oauth_id = oauth_id_from(request.path_params["oauth_id"])
+        await self._lifecycle.uninstall(oauth_id)
+        return Response(status_code=204)
+
+    async def installed(self, request: Request) -> Response:
+        """``GET /installable/installed`` (client-side): fetch the installation, then redirect."""
+        target = await self._lifecycle.install_from(request.query_params)
+        return RedirectResponse(target, status_code=302)
+
+    async def updated(self, request: Request) -> Response:
+        """``GET /installable/updated`` (client-side re-install)."""
+        target = await self._lifecycle.install_from(request.query_params, update=True)
+        return RedirectResponse(target, status_code=302)
+
+    async def uninstalled(self, request: Request) -> Response:
+        """``GET /installable/uninstalled`` (client-side uninstall)."""
+        target = await self._lifecycle.uninstall_from(request.query_params)
+        return RedirectResponse(target, status_code=302)
 
 
-async def update(request: Request) -> Response:
-    """``POST /installable/update``: the update callback; the oauth_id is kept."""
-    payload = InstallPayload.from_json(await read_json(request))
-    installation = await _addon(request).lifecycle.install(payload, update=True)
-    return JSONResponse({"oauthId": installation.oauth_id, "updated": True})
+class Operations:
+    """``/healthz``, ``/readyz`` and ``/metrics``."""
+
+    def __init__(
+        self, store: Store, installations: InstallationRepository, metrics: Metrics
+    ) -> None:
+        self._store, self._installations, self._metrics = store, installations, metrics
+
+    async def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: the process is up."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """``GET /readyz``: the store answers."""
+        await self._store.ping()
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(self, request: Request) -> Response:
+        """``GET /metrics``: counters in the Prometheus text format."""
+        gauges = {"addon_installations": float(len(await self._installations.oauth_ids()))}
+        text = self._metrics.render(gauges)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
-async def uninstall(request: Request) -> Response:
-    """``DELETE /installable/{oauth_id}``: uninstall once HipChat revoked the client."""
-    oauth_id = oauth_id_from(request.path_params["oauth_id"])
-    await _addon(request).lifecycle.uninstall(oauth_id)
-    return Response(status_code=204)
+class Approvals:
+    """The user-token approval redirect and its callback."""
 
+    def __init__(self, approvals: ApprovalService, *, name: str) -> None:
+        self._approvals = approvals
+        self._name = name
 
-async def installed(request: Request) -> Response:
-    """``GET /installable/installed`` (client-side): fetch the installation, then redirect."""
-    target = await _addon(request).lifecycle.install_from(request.query_params)
-    return RedirectResponse(target, status_code=302)
+    async def approve(self, request: Request) -> Response:
+        """``GET /oauth/approve``: send the browser to HipChat, where the user approves."""
+        try:
+            target = await self._approvals.authorize_url(request.query_params)
+        except AddonError as exc:
+            return _approval_failed(request, exc)
+        return RedirectResponse(target, status_code=302)
 
-
-async def updated(request: Request) -> Response:
-    """``GET /installable/updated`` (client-side re-install)."""
-    target = await _addon(request).lifecycle.install_from(request.query_params, update=True)
-    return RedirectResponse(target, status_code=302)
-
-
-async def uninstalled(request: Request) -> Response:
-    """``GET /installable/uninstalled`` (client-side uninstall)."""
-    target = await _addon(request).lifecycle.uninstall_from(request.query_params)
-    return RedirectResponse(target, status_code=302)
-
-
-async def install_trigger(request: Request) -> Response:
-    """``GET /install?hipchat=<server>[&room=<name>]``: redirect to HipChat's install page."""
-    addon = _addon(request)
-    server = request.query_params.get("hipchat", "").strip()
-    if server and "://" not in server:
-        server = f"https://{server}"
-    addon.hosts.check(server, what="hipchat")
-    parts = urlsplit(server)
-    query = {"url": addon.settings.url_for(DESCRIPTOR_PATH)}
-    room = request.query_params.get("room", "").strip()
-    if room:
-        query["room"] = room
-    target = f"{parts.scheme}://{parts.netloc}/addons/install?{urlencode(query)}"
-    return RedirectResponse(target, status_code=302)
-
-
-async def landing(request: Request) -> Response:
-    """``GET /``: what the add-on is, and a form to install it."""
-    addon = _addon(request)
-    caps = addon.capabilities
-    descriptor_url = addon.settings.url_for(DESCRIPTOR_PATH)
-    default_host = next((h for h in addon.settings.hipchat_hosts if h.startswith("www.")), "")
-    page = _LANDING.format(
-        name=html.escape(caps.name),
-        description=html.escape(caps.description),
-        descriptor=html.escape(descriptor_url),
-        host=html.escape(default_host),
-    )
-    return HTMLResponse(page)
-
-
-async def healthz(request: Request) -> Response:
-    """``GET /healthz``: the process is up."""
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    """``GET /readyz``: the store answers."""
-    await _addon(request).store.ping()
-    return JSONResponse({"status": "ready"})
-
-
-async def metrics(request: Request) -> Response:
-    """``GET /metrics``: counters in the Prometheus text format."""
-    addon = _addon(request)
-    gauges = {"addon_installations": float(len(await addon.installations.oauth_ids()))}
-    return PlainTextResponse(addon.metrics.render(gauges), media_type="text/plain; version=0.0.4")
-
-
-async def oauth_approve(request: Request) -> Response:
-    """``GET /oauth/approve``: send the browser to HipChat, where the user approves the add-on."""
-    try:
-        target = await _addon(request).approvals.authorize_url(request.query_params)
-    except AddonError as exc:
-        return _approval_failed(request, exc)
-    return RedirectResponse(target, status_code=302)
-
-
-async def oauth_callback(request: Request) -> Response:
-    """``GET /oauth/callback``: HipChat sends the user back with a code (docs/protocol.md)."""
-    addon = _addon(request)
-    try:
-        await addon.approvals.complete(request.query_params)
-    except AddonError as exc:
-        return _approval_failed(request, exc)
-    name = addon.capabilities.name
-    return _approval_page(200, "Approved", f"{name} may now act for you in HipChat.")
+    async def callback(self, request: Request) -> Response:
+        """``GET /oauth/callback``: HipChat sends the user back with a code (docs/protocol.md)."""
+        try:
+            await self._approvals.complete(request.query_params)
+        except AddonError as exc:
+            return _approval_failed(request, exc)
+        return _approval_page(200, "Approved", f"{self._name} may now act for you in HipChat.")
 
 
 def _approval_failed(request: Request, exc: AddonError) -> Response:
@@ -364,33 +395,52 @@ def _reply(reply: dict[str, object] | None, headers: dict[str, str]) -> Response
     return Response(orjson.dumps(reply), headers=headers, media_type="application/json")
 
 
-async def unsigned_command(request: Request) -> Response:
-    """``POST /commands`` with ``Authorization: Bearer <ADDON_COMMANDS_SECRET>``: opt-in, for
-    deployments that posted unsigned commands."""
-    addon = _addon(request)
-    expected = addon.settings.commands_secret
-    if expected is None:
-        raise NotFound("Unsigned commands are off; set ADDON_COMMANDS_SECRET to turn them on")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not _same_secret(given.strip(), expected.value):
-        raise AuthError("POST /commands needs 'Authorization: Bearer <ADDON_COMMANDS_SECRET>'")
-    return await _unsigned_dispatch(addon, request)
+class UnsignedCommands:
+    """``POST /commands``: opt-in unsigned commands, for deployments that posted them."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        installations: InstallationRepository,
+        dispatcher: Dispatcher,
+    ) -> None:
+        self._secret = settings.commands_secret
+        self._read_timeout = settings.read_timeout
+        self._installations = installations
+        self._dispatcher = dispatcher
+        self._warned_path = False
 
-async def unsigned_command_in_path(request: Request) -> Response:
-    """``POST /commands/{secret}``: the deprecated form, with the secret in the path."""
-    addon = _addon(request)
-    expected = addon.settings.commands_secret
-    given = request.path_params["secret"]
-    if expected is None or not _same_secret(given, expected.value):
-        raise NotFound("Not Found")
-    if not getattr(request.app.state, "warned_commands_path", False):
-        request.app.state.warned_commands_path = True
-        log.warning(
-            "POST /commands/<secret> is deprecated and will be removed in the next release; "
-            "POST /commands with 'Authorization: Bearer <ADDON_COMMANDS_SECRET>' instead"
-        )
-    return await _unsigned_dispatch(addon, request)
+    async def bearer(self, request: Request) -> Response:
+        """``POST /commands`` with ``Authorization: Bearer <ADDON_COMMANDS_SECRET>``."""
+        expected = self._secret
+        if expected is None:
+            raise NotFound("Unsigned commands are off; set ADDON_COMMANDS_SECRET to turn them on")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not _same_secret(given.strip(), expected.value):
+            raise AuthError("POST /commands needs 'Authorization: Bearer <ADDON_COMMANDS_SECRET>'")
+        return await self._dispatch(request)
+
+    async def in_path(self, request: Request) -> Response:
+        """``POST /commands/{secret}``: the deprecated form, with the secret in the path."""
+        expected = self._secret
+        given = request.path_params["secret"]
+        if expected is None or not _same_secret(given, expected.value):
+            raise NotFound("Not Found")
+        if not self._warned_path:
+            self._warned_path = True
+            log.warning(
+                "POST /commands/<secret> is deprecated and will be removed in the next release; "
+                "POST /commands with 'Authorization: Bearer <ADDON_COMMANDS_SECRET>' instead"
+            )
+        return await self._dispatch(request)
+
+    async def _dispatch(self, request: Request) -> Response:
+        body = await read_json(request, seconds=self._read_timeout, limit=WEBHOOK_MAX_BYTES)
+        oauth_id = body.get("oauth_client_id") if isinstance(body, dict) else None
+        installation = await self._installations.require(oauth_id_from(oauth_id))
+        request_id = self._dispatcher.request_id()
+        reply = await self._dispatcher.handle(body, installation, request_id=request_id)
+        return _reply(reply, {"X-Request-Id": request_id})
 
 
 def _same_secret(given: str, expected: str) -> bool:
@@ -398,76 +448,80 @@ def _same_secret(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-async def _unsigned_dispatch(addon: Addon, request: Request) -> Response:
-    body = await read_json(request, limit=WEBHOOK_MAX_BYTES)
-    oauth_id = body.get("oauth_client_id") if isinstance(body, dict) else None
-    installation = await addon.installations.require(oauth_id_from(oauth_id))
-    return await _dispatch(addon, body, installation)
+class Admin:
+    """``/admin/storage``: export, import and erase every integration's storage."""
+
+    def __init__(self, settings: Settings, store: Store, keys: Keys) -> None:
+        self._token = settings.admin_token
+        self._read_timeout = settings.read_timeout
+        self._store, self._keys = store, keys
+
+    async def export(self, request: Request) -> Response:
+        """``GET /admin/storage``: every integration's storage as JSON."""
+        self._require_admin(request)
+        text = await export_storage(self._store, self._keys)
+        return Response(text, media_type="application/json")
+
+    async def import_(self, request: Request) -> Response:
+        """``PUT /admin/storage``: write an exported document back."""
+        self._require_admin(request)
+        document = await read_json(request, seconds=self._read_timeout)
+        return JSONResponse({"imported": await import_storage(self._store, self._keys, document)})
+
+    async def erase(self, request: Request) -> Response:
+        """``DELETE /admin/storage``: erase every integration's storage."""
+        self._require_admin(request)
+        return JSONResponse({"erased": await erase_storage(self._store, self._keys)})
+
+    def _require_admin(self, request: Request) -> None:
+        expected = self._token
+        if expected is None:
+            raise NotFound("The admin API is off; set ADDON_ADMIN_TOKEN to turn it on")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Constant-time comparison: the token must not leak through timing.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), expected.value.encode()
+        ):
+            raise AuthError("The admin API needs 'Authorization: Bearer <ADDON_ADMIN_TOKEN>'")
 
 
-async def _dispatch(addon: Addon, body: Any, installation: Installation) -> Response:
-    request_id = addon.dispatcher.request_id()
-    reply = await addon.dispatcher.handle(body, installation, request_id=request_id)
-    return _reply(reply, {"X-Request-Id": request_id})
+@dataclasses.dataclass(frozen=True)
+class Endpoints:
+    """Every endpoint group, each built by ``create_app`` with the services it uses."""
+
+    webhook: WebhookEndpoint
+    pages: Pages
+    installs: Installs
+    operations: Operations
+    approvals: Approvals
+    commands: UnsignedCommands
+    admin: Admin
 
 
-def _require_admin(request: Request) -> Addon:
-    addon = _addon(request)
-    expected = addon.settings.admin_token
-    if expected is None:
-        raise NotFound("The admin API is off; set ADDON_ADMIN_TOKEN to turn it on")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    # Constant-time comparison: the token must not leak through timing.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), expected.value.encode()
-    ):
-        raise AuthError("The admin API needs 'Authorization: Bearer <ADDON_ADMIN_TOKEN>'")
-    return addon
-
-
-async def storage_export(request: Request) -> Response:
-    """``GET /admin/storage``: every integration's storage as JSON."""
-    addon = _require_admin(request)
-    text = await export_storage(addon.store, addon.keys)
-    return Response(text, media_type="application/json")
-
-
-async def storage_import(request: Request) -> Response:
-    """``PUT /admin/storage``: write an exported document back."""
-    addon = _require_admin(request)
-    count = await import_storage(addon.store, addon.keys, await read_json(request))
-    return JSONResponse({"imported": count})
-
-
-async def storage_erase(request: Request) -> Response:
-    """``DELETE /admin/storage``: erase every integration's storage."""
-    addon = _require_admin(request)
-    return JSONResponse({"erased": await erase_storage(addon.store, addon.keys)})
-
-
-def routes(webhook: WebhookEndpoint) -> list[BaseRoute]:
-    """Every endpoint of the add-on (``create_app`` builds ``webhook`` with its collaborators)."""
+def routes(endpoints: Endpoints) -> list[BaseRoute]:
+    """Every endpoint of the add-on."""
+    e = endpoints
     return [
-        Route("/webhook/{event}", webhook, methods=["POST"]),
-        Route("/", landing, methods=["GET"]),
-        Route(DESCRIPTOR_PATH, descriptor, methods=["GET"]),
-        Route("/install", install_trigger, methods=["GET"]),
-        Route("/installable", install, methods=["POST"]),
-        Route("/installable/update", update, methods=["POST"]),
-        Route("/installable/installed", installed, methods=["GET"]),
-        Route("/installable/updated", updated, methods=["GET"]),
-        Route("/installable/uninstalled", uninstalled, methods=["GET"]),
-        Route("/installable/{oauth_id}", uninstall, methods=["DELETE"]),
-        Route(APPROVE_PATH, oauth_approve, methods=["GET"]),
-        Route(CALLBACK_PATH, oauth_callback, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/commands", unsigned_command, methods=["POST"]),
-        Route("/commands/{secret}", unsigned_command_in_path, methods=["POST"]),
-        Route("/admin/storage", storage_export, methods=["GET"]),
-        Route("/admin/storage", storage_import, methods=["PUT"]),
-        Route("/admin/storage", storage_erase, methods=["DELETE"]),
+        Route("/webhook/{event}", e.webhook, methods=["POST"]),
+        Route("/", e.pages.landing, methods=["GET"]),
+        Route(DESCRIPTOR_PATH, e.pages.descriptor, methods=["GET"]),
+        Route("/install", e.pages.install_trigger, methods=["GET"]),
+        Route("/installable", e.installs.install, methods=["POST"]),
+        Route("/installable/update", e.installs.update, methods=["POST"]),
+        Route("/installable/installed", e.installs.installed, methods=["GET"]),
+        Route("/installable/updated", e.installs.updated, methods=["GET"]),
+        Route("/installable/uninstalled", e.installs.uninstalled, methods=["GET"]),
+        Route("/installable/{oauth_id}", e.installs.uninstall, methods=["DELETE"]),
+        Route(APPROVE_PATH, e.approvals.approve, methods=["GET"]),
+        Route(CALLBACK_PATH, e.approvals.callback, methods=["GET"]),
+        Route("/healthz", e.operations.healthz, methods=["GET"]),
+        Route("/readyz", e.operations.readyz, methods=["GET"]),
+        Route("/metrics", e.operations.metrics, methods=["GET"]),
+        Route("/commands", e.commands.bearer, methods=["POST"]),
+        Route("/commands/{secret}", e.commands.in_path, methods=["POST"]),
+        Route("/admin/storage", e.admin.export, methods=["GET"]),
+        Route("/admin/storage", e.admin.import_, methods=["PUT"]),
+        Route("/admin/storage", e.admin.erase, methods=["DELETE"]),
     ]
 
 

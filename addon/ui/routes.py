@@ -108,6 +108,10 @@ def _ui(request: Request) -> UIService:
     return service
 
 
+def _read_timeout(request: Request) -> float:
+    return _ui(request).addon.settings.read_timeout
+
+
 def _extension(integration: Integration, kind: str, key: str) -> Extension:
     extension = integration.extension(kind, key)
     if extension is None or extension.handler is None:
@@ -281,7 +285,7 @@ async def settings(request: Request) -> Response:
             values = await service.configs.load(oauth_id, integration.key, fields)
         else:
             _require_admin(verified)
-            submitted = await read_json(request)
+            submitted = await read_json(request, seconds=_read_timeout(request))
             values = await service.configs.save(oauth_id, integration.key, fields, submitted)
             log.info("settings saved", extra={"oauth_id": oauth_id, "integration": integration.key})
     except AddonError as exc:
@@ -306,7 +310,7 @@ async def _body(request: Request) -> Any:
         return None
     if not request.headers.get("content-length") and "transfer-encoding" not in request.headers:
         return None
-    return await read_json(request)
+    return await read_json(request, seconds=_read_timeout(request))
 
 
 def _json_error(exc: AddonError) -> Response:
