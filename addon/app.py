@@ -212,14 +212,20 @@ def create_app(
         finally:
             await addon.aclose()
 
+    ui = UIService(
+        addon.integrations,
+        runtime=addon.runtime,
+        hosts=addon.hosts,
+        verifier=addon.verifier,
+        now=addon.now,
+    )
     app = Starlette(
-        routes=[*routes(endpoints_of(addon)), *ui_routes()],
+        routes=[*routes(endpoints_of(addon)), *ui_routes(ui)],
         exception_handlers=exception_handlers(),
         middleware=[Middleware(MetricsMiddleware, metrics=addon.metrics)],
         lifespan=lifespan,
     )
     app.state.addon = addon  # for tools and tests; no route reads it
-    app.state.ui = UIService(addon)
     return app
 
 

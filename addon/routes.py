@@ -12,7 +12,8 @@ import dataclasses
 import hmac
 import html
 import logging
-from collections.abc import Callable
+import types
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -27,7 +28,7 @@ from starlette.responses import (
     Response,
 )
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from addon.admin import erase_storage, export_storage, import_storage
 from addon.approval import APPROVE_PATH, CALLBACK_PATH, ApprovalService
@@ -117,13 +118,26 @@ async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
 
 async def _receive_body(declared: str, receive: Receive, limit: int, seconds: float) -> bytes:
     """The body from ASGI ``receive``: ``BodyTooLarge`` past ``limit`` (declared or streamed,
-    nothing more is read), ``BodyTimeout`` when it does not arrive within ``seconds``."""
+    nothing more is read), ``BodyTimeout`` when it does not arrive within ``seconds``.
+
+    A small body has usually arrived with the headers; then ``receive()`` answers without
+    waiting, and no timer is armed for it (``_first_message``).
+    """
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    first, waiting = _first_message(receive)
+    if first is not None and first["type"] == "http.request" and not first.get("more_body"):
+        body: bytes = first.get("body", b"")
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
     deadline = asyncio.timeout(seconds)
     try:
         async with deadline:
-            return await _receive_chunks(receive, limit)
+            if waiting is not None:
+                first = await waiting
+            assert first is not None
+            return await _receive_chunks(first, receive, limit)
     except TimeoutError:
         if not deadline.expired():
             raise
@@ -132,22 +146,49 @@ async def _receive_body(declared: str, receive: Receive, limit: int, seconds: fl
         ) from None
 
 
-async def _receive_chunks(receive: Receive, limit: int) -> bytes:
-    body = b""
+def _first_message(receive: Receive) -> tuple[Message | None, Awaitable[Message] | None]:
+    """``receive()`` run up to its first wait: its message, or what to await for the rest."""
+    steps = receive().__await__()
+    try:
+        awaited = steps.send(None)
+    except StopIteration as done:
+        return done.value, None
+    return None, _resumed(steps, awaited)
+
+
+@types.coroutine
+def _resumed(steps: Generator[Any, None, Message], awaited: Any) -> Generator[Any, Any, Message]:
+    """Go on with ``steps`` (a started ``receive()``) in the current task, as the task would:
+    hand it each future it waits on, then resume it, or throw in what the task throws
+    (the read timeout's cancellation)."""
+    while True:
+        try:
+            try:
+                yield awaited
+            except BaseException as exc:
+                awaited = steps.throw(exc)
+            else:
+                awaited = steps.send(None)
+        except StopIteration as done:
+            message: Message = done.value
+            return message
+
+
+async def _receive_chunks(first: Message, receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
+    message = first
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        body = message.get("body", b"")
-        size += len(body)
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
         if size > limit:
             raise _too_large(limit)
+        chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-        chunks.append(body)
-    return b"".join([*chunks, body]) if chunks else body
+            return b"".join(chunks)
+        message = await receive()
 
 
 def _too_large(limit: int) -> BodyTooLarge:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -9,19 +10,21 @@ from typing import Any, cast
 
 import httpx
 import pytest
+import redis.asyncio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from addon import errors
-from addon.errors import AddonError
+from addon.errors import AddonError, ConfigError
 from addon.hipchat import HipChatClient
 from addon.jwt_auth import sign_jwt
 from addon.routes import exception_handlers
 from addon.settings import Settings
 from addon.store import Store
 from addon.testing import FakeHipChat, Installed
+from addon.wire import id_of, parse_webhook, room_id_of
 from tests.helpers import make_app
 
 pytestmark = pytest.mark.anyio
@@ -187,3 +190,57 @@ async def test_read_and_claim_reads_then_claims_only_what_is_free(store: Store) 
     assert await store.read_and_claim("inst", again) == ("record", [False, True])
     assert (await store.get("a"), await store.get("c")) == ("1", "1")
     assert await store.read_and_claim("inst", []) == ("record", [])
+
+
+async def test_a_ui_request_costs_one_round_trip_for_installation_and_jti(
+    hipchat: FakeHipChat, room: Installed, counting: CountingStore
+) -> None:
+    counting.calls.clear()
+    await hipchat.glance(room, "remember-count")
+    assert counting.calls["read_and_claim"] == 1
+    assert counting.calls["put_if_absent"] == counting.calls["put_many_if_absent"] == 0
+
+
+async def test_static_tokens_are_checked_at_start_up(
+    settings: Settings, store: Store, hipchat: FakeHipChat
+) -> None:
+    # Settings accept ROOM:INTEGRATION:TOKEN by shape; a room that is no number is refused by
+    # create_app, before any command runs.
+    bad = dataclasses.replace(settings, static_tokens=("lobby:weather:t0ken",))
+    with pytest.raises(ConfigError, match="ADDON_TOKENS") as caught:
+        make_app(bad, store, hipchat)
+    assert "t0ken" not in str(caught.value)
+
+
+def test_one_rule_for_ids() -> None:
+    assert [id_of(v) for v in (5, "5", "", True, 1.5, None)] == ["5", "5", None, None, None, None]
+    assert [room_id_of(v) for v in (7, "7", "x7", "\u00b2", True, "1" * 19)] == [
+        7,
+        7,
+        None,
+        None,
+        None,
+        None,
+    ]
+    hook = parse_webhook(
+        {
+            "event": "room_message",
+            "item": {
+                "message": {"id": "", "from": {"id": ""}, "message": "/x"},
+                "room": {"id": "3"},
+            },
+        }
+    )
+    assert (hook.message_id, hook.sender, hook.room and hook.room.id) == (None, None, 3)
+
+
+async def test_read_and_claim_loads_its_script_again_after_a_flush(
+    redis_store: Store, redis_url: str
+) -> None:
+    await redis_store.put("inst", "record")
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await admin.script_flush()
+    finally:
+        await admin.aclose()
+    assert await redis_store.read_and_claim("inst", [("k", "1", 60)]) == ("record", [True])

@@ -16,6 +16,7 @@ import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from addon.errors import ConfigError, StoreUnavailable
 from addon.store.base import MapUpdate, Outcome
@@ -199,10 +200,25 @@ class RedisStore:
             keys.append(self.namespace + name)
             args += [value, "" if px is None else px]
         with self._unavailable():
-            reply = await self._read_and_claim(keys=keys, args=args)
+            reply = await self._evalsha(self._read_and_claim, keys, args)
         if not reply[0]:
             return None, [False] * len(claims)
         return _text(reply[1]), [bool(one) for one in reply[2:]]
+
+    async def _evalsha(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """EVALSHA ``script`` (loading it once when the server lacks it): one round trip.
+
+        ``execute_command`` directly: the hot path skips redis-py's per-call script wrappers.
+        """
+        try:
+            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except redis.exceptions.NoScriptError:
+            script.sha = await self._redis.script_load(script.script)
+            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
 
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""
