@@ -73,9 +73,9 @@ _COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
 class Signed:
     """What a webhook's verified JWT vouches for (``routes`` builds it from the claims).
 
-    The sender is the JWT's ``sub``; ``room_id`` is its ``context.room_id``. ``jti`` (kept for
-    ``ttl`` seconds) is claimed by ``Dispatcher.handle`` unless the caller claimed it already
-    (``claimed=True``: the webhook route claims it with the installation read, in one round trip).
+    The sender is the JWT's ``sub``; ``room_id`` is its ``context.room_id``. A ``jti`` given
+    here (kept for ``ttl`` seconds) is claimed by ``Dispatcher.handle``; the webhook route
+    claims it itself, with the installation read (``addon.verification``), and calls ``run``.
     """
 
     sender_id: str

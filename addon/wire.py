@@ -117,7 +117,10 @@ def _is_shallow(value: object, levels: int) -> bool:
         return True
     if levels == 0:
         return False
-    return all(_is_shallow(child, levels - 1) for child in children)
+    for child in children:
+        if isinstance(child, dict | list) and not _is_shallow(child, levels - 1):
+            return False
+    return True
 
 
 def parse_webhook(body: object) -> Webhook:
