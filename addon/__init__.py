@@ -16,13 +16,14 @@ async def echo(message: RoomMessage) -> None:
 from __future__ import annotations
 
 from addon.app import create_app
-from addon.context import Room, RoomEvent, RoomMessage, Sender, Storage
+from addon.context import RoomEvent, RoomMessage, Storage
 from addon.errors import AddonError, ApprovalRequired, HipChatAPIError, IntegrationError
 from addon.hipchat import HipChatClient
 from addon.integrations import Integration
 from addon.settings import Settings
 from addon.ui.request import UIRequest
 from addon.ui.values import Glance, Icon, Lozenge, Page
+from addon.wire import Room, Sender
 
 __all__ = [
     "AddonError",

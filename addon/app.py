@@ -26,20 +26,33 @@ from addon.descriptor import (
     load_capabilities,
     validate_descriptor,
 )
+from addon.dispatch import Dispatcher
 from addon.hosts import HostPolicy, PinnedTransport
 from addon.installations import InstallationRepository
 from addon.integrations import Integration, help_integration, load_integrations
 from addon.lifecycle import Lifecycle
 from addon.metrics import Metrics, TimedStore
-from addon.routes import exception_handlers, routes
+from addon.routes import (
+    Admin,
+    Approvals,
+    Endpoints,
+    Installs,
+    Operations,
+    Pages,
+    UnsignedCommands,
+    WebhookEndpoint,
+    exception_handlers,
+    routes,
+)
 from addon.runtime import AddonRuntime
 from addon.seal import Sealer
+from addon.seed import parse_static_tokens
 from addon.settings import Settings, settings_from_process
 from addon.store import Keys, Store, open_store
 from addon.tokens import TokenService
 from addon.ui.descriptor import descriptor_entries
 from addon.ui.routes import UIService, ui_routes
-from addon.webhooks import Dispatcher
+from addon.verification import Verifier
 
 __all__ = ["Addon", "create_app", "create_app_from_environ"]
 
@@ -48,7 +61,7 @@ log = logging.getLogger("addon")
 
 @dataclasses.dataclass
 class Addon:
-    """Everything a running add-on holds; routes reach it as ``request.app.state.addon``."""
+    """Everything a running add-on holds; ``create_app`` hands each route the parts it uses."""
 
     settings: Settings
     capabilities: Capabilities
@@ -65,6 +78,7 @@ class Addon:
     integrations: list[Integration]
     runtime: AddonRuntime
     dispatcher: Dispatcher
+    verifier: Verifier
     now: Callable[[], float]
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
 
@@ -116,6 +130,7 @@ def build_addon(
     one out of ``Addon.aclose``, instead of a red notice in the room.
     """
     capabilities = capabilities or load_capabilities(settings.capabilities_path)
+    parse_static_tokens(settings.static_tokens)  # ConfigError at start-up, not on a command
     if integrations is None:
         integrations = load_all_integrations(settings)
     integrations = list(integrations)
@@ -168,6 +183,7 @@ def build_addon(
         integrations=integrations,
         runtime=runtime,
         dispatcher=Dispatcher(integrations, runtime, raise_errors=raise_errors, metrics=metrics),
+        verifier=Verifier(store, keys, sealer, leeway=settings.jwt_leeway),
         now=now,
         metrics=metrics,
     )
@@ -208,15 +224,39 @@ def create_app(
         finally:
             await addon.aclose()
 
+    ui = UIService(
+        addon.integrations,
+        runtime=addon.runtime,
+        hosts=addon.hosts,
+        verifier=addon.verifier,
+        now=addon.now,
+    )
     app = Starlette(
-        routes=[*routes(), *ui_routes()],
+        routes=[*routes(endpoints_of(addon)), *ui_routes(ui)],
         exception_handlers=exception_handlers(),
         middleware=[Middleware(MetricsMiddleware, metrics=addon.metrics)],
         lifespan=lifespan,
     )
-    app.state.addon = addon
-    app.state.ui = UIService(addon)
+    app.state.addon = addon  # for tools and tests; no route reads it
     return app
+
+
+def endpoints_of(addon: Addon) -> Endpoints:
+    """Each endpoint group, handed only the services it uses."""
+    settings = addon.settings
+    return Endpoints(
+        webhook=WebhookEndpoint(
+            addon.verifier, addon.dispatcher, now=addon.now, read_timeout=settings.read_timeout
+        ),
+        pages=Pages(
+            settings, addon.capabilities, addon.descriptor, addon.hosts, addon.integrations
+        ),
+        installs=Installs(addon.lifecycle, read_timeout=settings.read_timeout),
+        operations=Operations(addon.store, addon.installations, addon.metrics),
+        approvals=Approvals(addon.approvals, name=addon.capabilities.name),
+        commands=UnsignedCommands(settings, addon.installations, addon.dispatcher),
+        admin=Admin(settings, addon.store, addon.keys),
+    )
 
 
 class MetricsMiddleware:

@@ -1,13 +1,19 @@
 """The context a handler gets: the room, the sender, storage and ways to answer.
 
 A ``RoomMessage`` for commands and message patterns, a ``RoomEvent`` for other room events
-(docs/protocol.md, Webhook events); both are a ``Context``. ``Runtime`` and ``Outbox`` are the
-seams the dispatcher fills in (``addon.runtime.AddonRuntime`` is the production ``Runtime``).
+(docs/protocol.md, Webhook events); both are a ``Context``. A context shows authors what they
+use (``room``, ``sender``, ``installation``, ``reply``, ``client``, ``storage``, ``config``,
+``log``...); the plumbing the dispatcher fills in (``_runtime``, ``_outbox``, ``_integration``,
+``_webhook``) is private. ``addon.runtime.AddonRuntime`` is the production ``Runtime``.
+
+Log fields (``oauth_id``, ``room_id``, ``request_id``, ``event``) travel in a context variable that
+the dispatcher sets once per webhook; ``context_log`` builds each integration's logger once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import json
@@ -21,8 +27,10 @@ from addon.installations import Installation
 from addon.jsonvalue import MAX_VALUE_DEPTH, check_depth
 from addon.settings import Settings
 from addon.store import Keys, MapUpdate, Outcome, Store, lock
+from addon.wire import Room, Sender
 
 if TYPE_CHECKING:
+    from addon.dispatch import Outbox
     from addon.hipchat import HipChatClient
     from addon.integrations import Integration  # the integration a context belongs to
     from addon.ui.request import GlancePusher
@@ -30,16 +38,15 @@ if TYPE_CHECKING:
 __all__ = [
     "COLORS",
     "JSON",
+    "LOG_FIELDS",
     "MAX_MESSAGE",
     "Context",
-    "Outbox",
-    "Room",
     "RoomEvent",
     "RoomMessage",
     "Runtime",
-    "Sender",
     "Storage",
     "build_notification",
+    "context_log",
 ]
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
@@ -48,21 +55,26 @@ MAX_MESSAGE = 10_000  # characters in a notification message (docs/protocol.md, 
 _T = TypeVar("_T")
 
 
-@dataclasses.dataclass(frozen=True)
-class Sender:
-    """The HipChat user behind a message or event (``id`` as a string, as in JWT ``sub``)."""
-
-    id: str
-    name: str = ""
-    mention_name: str = ""
+#: The log fields of the webhook being handled; the dispatcher sets them once per webhook.
+LOG_FIELDS: contextvars.ContextVar[Mapping[str, object] | None] = contextvars.ContextVar(
+    "addon_log_fields", default=None
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class Room:
-    """The room a message or event happened in."""
+class _ContextLog(logging.LoggerAdapter[logging.Logger]):
+    """An integration's logger: adds its key and the current webhook's ``LOG_FIELDS``."""
 
-    id: int
-    name: str = ""
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        fields = LOG_FIELDS.get() or {}
+        kwargs["extra"] = {**fields, **(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+def context_log(integration: str) -> logging.LoggerAdapter[logging.Logger]:
+    """The logger handlers of ``integration`` get as ``message.log`` (built once, at start-up)."""
+    return _ContextLog(
+        logging.getLogger(f"addon.integrations.{integration}"), {"integration": integration}
+    )
 
 
 class Runtime(Protocol):
@@ -99,18 +111,6 @@ class Runtime(Protocol):
 
     async def user_client(self, installation: Installation, user_id: str) -> HipChatClient:
         """A REST client acting as ``user_id``; raises ``ApprovalRequired`` without a token."""
-        ...
-
-
-class Outbox(Protocol):
-    """The dispatcher's side of a context: where replies go and where blocking code runs."""
-
-    async def send(self, notification: dict[str, object]) -> None:
-        """Deliver a reply (in the webhook response, or through the REST API)."""
-        ...
-
-    async def run_sync(self, func: Callable[[], _T], *, owner: str) -> _T:
-        """Run ``func`` in a worker thread on behalf of integration ``owner``; its result."""
         ...
 
 
@@ -256,29 +256,28 @@ def build_notification(
 class Context:
     """What every handler gets: the room, the installation, and ways to answer."""
 
-    integration: Integration = dataclasses.field(repr=False)
     installation: Installation = dataclasses.field(repr=False)
     room: Room
-    webhook: Mapping[str, object] = dataclasses.field(repr=False)
-    """The webhook body as HipChat sent it."""
-    runtime: Runtime = dataclasses.field(repr=False)
-    outbox: Outbox = dataclasses.field(repr=False)
     log: logging.LoggerAdapter[logging.Logger] = dataclasses.field(repr=False)
+    _integration: Integration = dataclasses.field(repr=False)
+    _webhook: Mapping[str, object] = dataclasses.field(repr=False)
+    _runtime: Runtime = dataclasses.field(repr=False)
+    _outbox: Outbox = dataclasses.field(repr=False)
 
     @property
     def client(self) -> HipChatClient:
         """The HipChat REST client, acting with the installation's add-on token."""
-        return self.runtime.client_for(self.installation)
+        return self._runtime.client_for(self.installation)
 
     @property
     def storage(self) -> Storage:
         """This integration's persistent storage in this installation."""
-        runtime = self.runtime
+        runtime = self._runtime
         return Storage(
             runtime.store,
             runtime.keys,
             self.installation.oauth_id,
-            self.integration.key,
+            self._integration.key,
             quota=runtime.settings.storage_quota,
         )
 
@@ -290,8 +289,8 @@ class Context:
         """The integration's settings in this installation (``addon.ui.config``)."""
         from addon.ui.config import ConfigStore, build  # addon.ui builds on this module
 
-        configs = ConfigStore(self.runtime.store, self.runtime.keys)
-        integration = self.integration
+        configs = ConfigStore(self._runtime.store, self._runtime.keys)
+        integration = self._integration
         oauth_id, fields = self.installation.oauth_id, integration.settings_fields
         values = await configs.load(oauth_id, integration.key, fields)
         return values if schema is None else build(integration.settings_type(schema), values)
@@ -301,8 +300,8 @@ class Context:
         """Push glance updates: ``await message.glances.update(key, Glance(...), room=...)``."""
         from addon.ui.request import GlancePusher
 
-        static_url = self.runtime.settings.url_for(f"/static/{self.integration.key}")
-        return GlancePusher(self.client, self.integration, static_url)
+        static_url = self._runtime.settings.url_for(f"/static/{self._integration.key}")
+        return GlancePusher(self.client, self._integration, static_url)
 
     async def reply(
         self,
@@ -317,14 +316,14 @@ class Context:
 
         ``html=True`` sends HipChat's HTML subset (docs/protocol.md, Room notifications).
         """
-        await self.outbox.send(
+        await self._outbox.send(
             build_notification(text, html=html, color=color, notify=notify, card=card)
         )
 
     async def run_sync(self, func: Callable[..., _T], /, *args: object) -> _T:
         """Run blocking ``func(*args)`` in the integration worker threads."""
-        return await self.outbox.run_sync(
-            functools.partial(func, *args), owner=self.integration.key
+        return await self._outbox.run_sync(
+            functools.partial(func, *args), owner=self._integration.key
         )
 
 
@@ -342,7 +341,7 @@ class RoomMessage(Context):
 
     async def user_client(self) -> HipChatClient:
         """A REST client acting as the sender; raises ``ApprovalRequired`` until they approve."""
-        return await self.runtime.user_client(self.installation, self.sender.id)
+        return await self._runtime.user_client(self.installation, self.sender.id)
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)

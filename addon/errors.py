@@ -1,7 +1,9 @@
 """The error tree of hipchat-addon.
 
 Every error the add-on raises on purpose derives from ``AddonError``. Subclasses are grouped by who
-must react, and ``routes.py`` maps each group to one HTTP status in a single table:
+must react, and each class carries the HTTP status it is answered with (``http_status``, inherited
+by its subclasses): ``routes.py`` reads it from the class, so no table order decides a status.
+(``http_status``, not ``status_code``: ``HipChatAPIError.status_code`` is HipChat's own status.)
 
     AddonError
     ├── ConfigError            start-up: the process stops with the message
@@ -22,7 +24,7 @@ must react, and ``routes.py`` maps each group to one HTTP status in a single tab
     │   ├── HipChatAPIError    a REST call answered an error status
     │   └── TokenError         the token endpoint refused or failed
     │       ├── ClientGone         the OAuth client no longer exists (401 from the token endpoint)
-    │       └── ApprovalRequired   a user token is missing or its refresh was refused
+    │       └── ApprovalRequired   403: a user token is missing or its refresh was refused
     ├── StoreUnavailable       503: the store cannot be reached
     └── ShuttingDown           503: the add-on is stopping and takes no new work
 
@@ -30,6 +32,8 @@ This module is a leaf: it imports nothing from ``addon``.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 __all__ = [
     "AddonError",
@@ -60,6 +64,8 @@ __all__ = [
 class AddonError(Exception):
     """Root of every error hipchat-addon raises on purpose."""
 
+    http_status: ClassVar[int] = 500
+
 
 class ConfigError(AddonError):
     """A setting or a data file is wrong; raised at start-up."""
@@ -71,6 +77,8 @@ class IntegrationError(AddonError):
 
 class RequestError(AddonError):
     """The request is malformed or asks for something we refuse (400)."""
+
+    http_status = 400
 
 
 class HostNotAllowed(RequestError):
@@ -91,13 +99,19 @@ class QuotaExceeded(RequestError):
 class BodyTooLarge(RequestError):
     """A request body is larger than its endpoint accepts (413); refused while it streams."""
 
+    http_status = 413
+
 
 class BodyTimeout(RequestError):
     """A request body did not arrive within the read timeout (408)."""
 
+    http_status = 408
+
 
 class AuthError(AddonError):
     """The caller could not be authenticated (401)."""
+
+    http_status = 401
 
 
 class InvalidJWT(AuthError):
@@ -111,17 +125,25 @@ class UnknownInstallation(AuthError):
 class Forbidden(AddonError):
     """The caller is known but may not do this (403)."""
 
+    http_status = 403
+
 
 class NotFound(AddonError):
     """The thing asked for does not exist (404)."""
+
+    http_status = 404
 
 
 class Conflict(AddonError):
     """The request contradicts what is stored (409); nothing was changed."""
 
+    http_status = 409
+
 
 class UpstreamError(AddonError):
     """HipChat, or a URL it gave us, failed (502)."""
+
+    http_status = 502
 
 
 class HipChatAPIError(UpstreamError):
@@ -152,6 +174,8 @@ class ApprovalRequired(TokenError):
     ``approval_url`` is where to send them, when it is known.
     """
 
+    http_status = 403
+
     def __init__(self, message: str, approval_url: str | None = None) -> None:
         self.approval_url = approval_url
         super().__init__(message)
@@ -160,6 +184,10 @@ class ApprovalRequired(TokenError):
 class StoreUnavailable(AddonError):
     """The store (Redis or SQLite) cannot be reached (503)."""
 
+    http_status = 503
+
 
 class ShuttingDown(AddonError):
     """The add-on is stopping and takes no new commands (503)."""
+
+    http_status = 503

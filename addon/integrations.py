@@ -35,40 +35,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Generic, TypeAlias, TypeVar
 
-# The handler context types live in addon.context; they are re-exported here (in __all__) so the
-# older ``from addon.integrations import RoomMessage`` keeps working.
-from addon.context import (
-    JSON,
-    Context,
-    Outbox,
-    Room,
-    RoomEvent,
-    RoomMessage,
-    Runtime,
-    Sender,
-    Storage,
-    build_notification,
-)
+from addon.context import RoomEvent, RoomMessage
 from addon.descriptor import EVENTS, SCOPES, WebhookSpec
 from addon.errors import IntegrationError
 from addon.ui.extensions import UIDeclarations
 
 __all__ = [
-    "JSON",
     "Command",
-    "Context",
     "EventHandler",
     "Handler",
     "Integration",
     "MessageHandler",
-    "Outbox",
-    "Room",
-    "RoomEvent",
-    "RoomMessage",
-    "Runtime",
-    "Sender",
-    "Storage",
-    "build_notification",
     "check_unique",
     "help_integration",
     "load_integrations",

@@ -1,58 +1,52 @@
 """Signed requests: the JWTs HipChat puts on webhooks, glances and pages (docs/protocol.md, JWT).
 
 HipChat signs with HS256 and the installation's ``oauthSecret``; ``iss`` is the installation's
-``oauth_id``. ``verify_jwt`` reads ``iss`` from the unverified token only to find that secret,
-then verifies the signature with it and nothing else. Every refusal is an ``InvalidJWT`` (or
-``UnknownInstallation``) whose message says why, and never contains the token.
+``oauth_id``. Two pure steps, with the caller's store access between them:
 
-No web framework here: ``extract_jwt`` takes plain mappings of headers, query and form.
+1. ``read_token(token, now=, leeway=)`` splits and decodes the token once and checks the shape of
+   every claim (``iss``, ``sub``, ``jti``, whole-second times, not expired, ``exp - iat`` capped);
+2. ``verify(read, secret)`` checks the HS256 signature with the issuer's secret (constant time).
+
+Every refusal is an ``InvalidJWT`` whose message says why, and never contains the token. No web
+framework and no store here: ``extract_jwt`` takes plain mappings of headers, query and form.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import hashlib
+import hmac
+import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol, TypeVar
 
-import jwt
+import orjson
 
 from addon.errors import InvalidJWT, RequestError, UnknownInstallation
-
-if TYPE_CHECKING:
-    from jwt.types import Options
+from addon.wire import id_of, mapping, room_id_of, sender_of
 
 __all__ = [
     "MAX_LIFETIME",
     "Claims",
+    "Token",
     "check_webhook_claims",
     "extract_jwt",
+    "read_token",
     "sign_jwt",
+    "verify",
     "verify_jwt",
 ]
 
 ALGORITHM = "HS256"
-# HipChat always sends sub and jti too (protocol reference §5.1): ``_claims`` requires them (``sub``
-# may come as ``prn``), since a token without them cannot name a sender nor be accepted only once.
-_REQUIRED = ["iss", "iat", "exp"]
-MAX_LIFETIME = (
-    3600.0  # HipChat's tokens are short-lived: exp - iat beyond 1 h (+ leeway) is refused
-)
+# HipChat's tokens are short-lived: exp - iat beyond 1 h (+ leeway) is refused.
+MAX_LIFETIME = 3600.0
 _MAX_JTI = 128
 _MAX_TIME = 2**53  # an int JSON gives us; beyond this a float comparison is no longer exact
 _MAX_ISSUER = 128  # an oauth_id is at most 128 characters (installations.oauth_id_from)
-# Times are checked against the injected ``now``, so PyJWT's own clock checks are off. ``sub`` may
-# be an int on HipChat, which defines no ``aud`` (docs/protocol.md, JWT from HipChat): PyJWT's
-# checks of those are off too.
-_DECODE_OPTIONS: Options = {
-    "require": _REQUIRED,
-    "verify_exp": False,
-    "verify_iat": False,
-    "verify_nbf": False,
-    "verify_aud": False,
-    "verify_sub": False,
-    "verify_jti": False,
-}
+_I = TypeVar("_I", str, int)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +86,55 @@ def extract_jwt(
     return token.strip()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Token:
+    """A JWT whose shape and claims are checked but whose signature is not yet (``read_token``).
+
+    ``claims`` are what the token says; they are true only once ``verify`` returned them.
+    ``payload`` is the decoded claim set (``aud``, ``context`` flags for UI requests).
+    """
+
+    claims: Claims
+    payload: Mapping[str, object]
+    signing_input: bytes
+    signature: bytes
+
+
+def read_token(token: str, *, now: float, leeway: float) -> Token:
+    """Split and decode ``token`` once and check every claim's shape and time; no secret needed.
+
+    Garbage, another algorithm than HS256, an expired token, ``exp - iat`` past ``MAX_LIFETIME``
+    and tokens without ``sub`` or ``jti`` are refused here (``InvalidJWT``), before any store
+    access or body read.
+    """
+    header_part, payload_part, signature = _split(token)
+    header = _json_part(header_part, "header")
+    algorithm = header.get("alg")
+    if algorithm != ALGORITHM:
+        raise InvalidJWT(
+            f"The JWT is signed with {str(algorithm)[:16]!r}; only {ALGORITHM} is accepted"
+        )
+    payload = _json_part(payload_part, "payload")
+    issuer = payload.get("iss")
+    if not isinstance(issuer, str) or not 0 < len(issuer) <= _MAX_ISSUER:
+        raise InvalidJWT(
+            "The JWT has no usable 'iss' claim; it must be the installation's oauth_id"
+        )
+    _check_times(payload, issuer, now=now, leeway=leeway)
+    claims = _claims(payload, issuer)
+    return Token(claims, payload, f"{header_part}.{payload_part}".encode(), signature)
+
+
+def verify(token: Token, secret: str) -> Claims:
+    """``token``'s claims once its HS256 signature verifies with ``secret``; else ``InvalidJWT``."""
+    expected = hmac.new(secret.encode(), token.signing_input, hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, token.signature):
+        raise InvalidJWT(
+            f"The JWT from {token.claims.iss!r} does not verify: Signature verification failed"
+        )
+    return token.claims
+
+
 async def verify_jwt(
     token: str,
     secret_for: Callable[[str], Awaitable[str | None]],
@@ -99,19 +142,18 @@ async def verify_jwt(
     now: float,
     leeway: float,
 ) -> Claims:
-    """Verify ``token`` with its issuer's secret (HS256 only) and return its claims."""
-    issuer = _unverified_issuer(token)
-    secret = await secret_for(issuer)
+    """``read_token`` then ``verify`` with the secret ``secret_for(iss)`` finds (tests, tools).
+
+    The routes do not use it: they read the installation and claim the ``jti`` in one store
+    round trip between the two steps (``addon.verification``).
+    """
+    read = read_token(token, now=now, leeway=leeway)
+    secret = await secret_for(read.claims.iss)
     if secret is None:
         raise UnknownInstallation(
-            f"No installation for oauth_id {issuer!r}; was the add-on uninstalled?"
+            f"No installation for oauth_id {read.claims.iss!r}; was the add-on uninstalled?"
         )
-    try:
-        payload = jwt.decode(token, secret, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)
-    except jwt.InvalidTokenError as exc:
-        raise InvalidJWT(f"The JWT from {issuer!r} does not verify: {_reason(exc)}") from exc
-    _check_times(payload, issuer, now=now, leeway=leeway)
-    return _claims(payload, issuer)
+    return verify(read, secret)
 
 
 def check_webhook_claims(
@@ -125,19 +167,18 @@ def check_webhook_claims(
     client_id = body.get("oauth_client_id")
     if client_id is not None and client_id != claims.iss:
         raise InvalidJWT(f"The webhook's oauth_client_id is not the JWT issuer {claims.iss!r}")
-    item = _mapping(body.get("item"))
-    sender = _body_id(_sender(item).get("id"), "sender id", claims.iss)
+    item = mapping(body.get("item"))
+    sender = _body_id(sender_of(item).get("id"), id_of, "sender id", claims.iss)
     if sender is not None and sender != claims.sub:
         raise RequestError(
             f"The webhook's sender {sender[:32]!r} is not the JWT's sub {claims.sub[:32]!r}; "
             "send the message as the user who signed it"
         )
-    room = _body_id(_mapping(item.get("room")).get("id"), "room id", claims.iss)
-    context_room = _id(claims.room_id)
-    if room is not None and context_room is not None and room != context_room:
+    room = _body_id(mapping(item.get("room")).get("id"), room_id_of, "room id", claims.iss)
+    if room is not None and claims.room_id is not None and room != claims.room_id:
         raise InvalidJWT(f"The webhook's room is not the JWT's context.room_id ({claims.iss!r})")
-    allowed = _id(installation.room_id)
-    for named in (room, context_room):
+    allowed = installation.room_id
+    for named in (room, claims.room_id):
         if allowed is not None and named is not None and named != allowed:
             raise InvalidJWT(
                 f"Installation {claims.iss!r} is installed in room {allowed} only; "
@@ -170,7 +211,7 @@ def sign_jwt(
     if room_id is not None:
         claims["context"] = {"room_id": room_id}
     claims.update(extra or {})
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return _encode(claims, secret)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -191,23 +232,53 @@ def _from_authorization(value: str | None) -> str | None:
     return rest or None
 
 
-def _unverified_issuer(token: str) -> str:
+_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+
+
+def _encode(claims: Mapping[str, object], secret: str) -> str:
+    # HS256 by hand, as ``verify`` checks it (PyJWT stays out of the import path of the app).
     try:
-        header = jwt.get_unverified_header(token)
-        payload = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError as exc:
-        raise InvalidJWT(f"The JWT is malformed: {_reason(exc)}") from exc
-    algorithm = header.get("alg")
-    if algorithm != ALGORITHM:
-        raise InvalidJWT(
-            f"The JWT is signed with {str(algorithm)[:16]!r}; only {ALGORITHM} is accepted"
-        )
-    issuer = payload.get("iss")
-    if not isinstance(issuer, str) or not 0 < len(issuer) <= _MAX_ISSUER:
-        raise InvalidJWT(
-            "The JWT has no usable 'iss' claim; it must be the installation's oauth_id"
-        )
-    return issuer
+        raw = orjson.dumps(dict(claims))
+    except (TypeError, orjson.JSONEncodeError):  # ints past 64 bits, NaN: what tests send
+        raw = json.dumps(dict(claims), separators=(",", ":")).encode()
+    payload = base64.urlsafe_b64encode(raw).rstrip(b"=")
+    signing_input = _HEADER + b"." + payload
+    signature = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+
+
+def _split(token: str) -> tuple[str, str, bytes]:
+    header, payload, signature = _parts(token)
+    return header, payload, _b64decode(signature, "signature")
+
+
+def _parts(token: str) -> tuple[str, str, str]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidJWT("The JWT is malformed: it needs three dot-separated parts")
+    return parts[0], parts[1], parts[2]
+
+
+def _b64decode(part: str, what: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (ValueError, binascii.Error):
+        raise InvalidJWT(f"The JWT is malformed: its {what} is not base64url") from None
+
+
+def _json_part(part: str, what: str) -> Mapping[str, object]:
+    raw = _b64decode(part, what)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Python's json reads NaN and Infinity too: such a claim reaches the checks that name it.
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise InvalidJWT(f"The JWT is malformed: its {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidJWT(f"The JWT is malformed: its {what} is not a JSON object")
+    return value
 
 
 def _check_times(payload: Mapping[str, object], issuer: str, *, now: float, leeway: float) -> None:
@@ -226,16 +297,15 @@ def _check_times(payload: Mapping[str, object], issuer: str, *, now: float, leew
 
 
 def _claims(payload: Mapping[str, object], issuer: str) -> Claims:
-    subject = _id(payload.get("sub", payload.get("prn")))
-    if subject is None or subject == "":
+    subject = id_of(payload.get("sub", payload.get("prn")))
+    if subject is None:
         raise InvalidJWT(f"The JWT from {issuer!r} has a 'sub' that is not a user id")
     jti = payload.get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI:
         raise InvalidJWT(
             f"The JWT from {issuer!r} has no usable 'jti'; sign every request with a fresh one"
         )
-    context = _mapping(payload.get("context"))
-    room_id = _id(context.get("room_id"))
+    context = mapping(payload.get("context"))
     user_tz = context.get("user_tz")
     return Claims(
         iss=issuer,
@@ -243,11 +313,7 @@ def _claims(payload: Mapping[str, object], issuer: str) -> Claims:
         iat=_time(payload, "iat", issuer),
         exp=_time(payload, "exp", issuer),
         jti=jti,
-        room_id=(
-            int(room_id)
-            if room_id is not None and room_id.isascii() and room_id.isdigit() and len(room_id) < 19
-            else None
-        ),
+        room_id=room_id_of(context.get("room_id")),
         user_tz=user_tz if isinstance(user_tz, str) else None,
     )
 
@@ -262,30 +328,10 @@ def _time(payload: Mapping[str, object], name: str, issuer: str) -> float:
     return float(value)
 
 
-def _id(value: object) -> str | None:
-    """An id from the wire as a string: HipChat sends ints or strings (docs/protocol.md, JWT)."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        return None
-    return str(value)
-
-
-def _mapping(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _body_id(value: object, what: str, issuer: str) -> str | None:
-    identifier = _id(value)
+def _body_id(
+    value: object, rule: Callable[[object], _I | None], what: str, issuer: str
+) -> _I | None:
+    identifier = rule(value)
     if value is not None and identifier is None:
         raise InvalidJWT(f"The webhook's {what} is not an id (from {issuer!r})")
     return identifier
-
-
-def _sender(item: Mapping[str, object]) -> Mapping[str, object]:
-    # room_message: item.message.from; other events: item.sender. A room_notification's "from" is
-    # a label string, not a user (docs/protocol.md, Webhook payloads).
-    return _mapping(_mapping(item.get("message")).get("from")) or _mapping(item.get("sender"))
-
-
-def _reason(exc: jwt.InvalidTokenError) -> str:
-    # PyJWT's messages name the failed check and never echo the token; keep them short anyway.
-    return str(exc)[:120] or type(exc).__name__

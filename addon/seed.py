@@ -23,6 +23,7 @@ If the script returns a string, it is the reply (plain text); any other return v
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,7 @@ from typing import TypeVar, cast
 from addon.context import JSON, RoomMessage
 from addon.errors import ConfigError, IntegrationError
 from addon.integrations import Integration
+from addon.wire import id_of, mapping, sender_of
 
 __all__ = [
     "SeedItem",
@@ -140,12 +142,19 @@ def parse_static_tokens(entries: Iterable[str]) -> StaticTokens:
     return StaticTokens(named, rooms)
 
 
+@functools.lru_cache(maxsize=8)
+def _static_tokens(entries: tuple[str, ...]) -> StaticTokens:
+    """``parse_static_tokens``, once per ``Settings.static_tokens`` value (``create_app`` checks it
+    at start-up; every command after that reuses the parsed tokens)."""
+    return parse_static_tokens(entries)
+
+
 def seed_notification(body: Mapping[str, object]) -> SeedNotification:
     """The old server's notification object, from a HipChat webhook body (docs/protocol.md)."""
-    item = _mapping(body.get("item"))
-    message = _mapping(item.get("message"))
-    sender = _mapping(message.get("from")) or _mapping(item.get("sender"))
-    room = _mapping(item.get("room"))
+    item = mapping(body.get("item"))
+    message = mapping(item.get("message"))
+    sender = sender_of(item)
+    room = mapping(item.get("room"))
     return SeedNotification(
         event=_get(body, "event", str),
         item=SeedItem(
@@ -191,14 +200,15 @@ def seed_integration(
 async def _run_seed(
     message: RoomMessage, stem: str, script: Callable[..., object], arity: int
 ) -> str | None:
-    runtime = message.runtime
-    tokens = parse_static_tokens(runtime.settings.static_tokens)
+    # The seed adapter is plumbing, not an author: it reads the context's private parts.
+    runtime = message._runtime
+    tokens = _static_tokens(runtime.settings.static_tokens)
     token = ""
     if arity >= 4:
         token = tokens.token_for(message.room.id, stem) or await runtime.addon_token(
             message.installation
         )
-    notification = seed_notification(message.webhook)
+    notification = seed_notification(message._webhook)
     arguments: tuple[object, ...] = (
         notification,
         message.args,
@@ -224,7 +234,7 @@ async def _run_with_storage(
     holding it keeps the others out for at most ``command_timeout + LOCK_MARGIN`` seconds.
     """
     storage = message.storage
-    timeout = message.runtime.settings.command_timeout
+    timeout = message._runtime.settings.command_timeout
     async with storage.locked(ttl=timeout + LOCK_MARGIN, wait=timeout):
         data: dict[str, object] = dict(await storage.all())
         before = {name: _encoded(value) for name, value in data.items()}
@@ -281,10 +291,5 @@ def _get(data: Mapping[str, object], name: str, kind: type[_T]) -> _T | None:
 
 
 def _id(value: object) -> int | str | None:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        return None
-    return value
-
-
-def _mapping(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
+    # Unlike wire.id_of, the seed scripts get an id as HipChat sent it: an int stays an int.
+    return value if isinstance(value, int | str) and id_of(value) is not None else None

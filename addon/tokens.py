@@ -223,7 +223,7 @@ class TokenService:
     async def remember(self, installation: Installation, token: AccessToken) -> None:
         """Cache ``token`` (obtained elsewhere, e.g. while installing) for its scopes."""
         key = self.keys.token(installation.oauth_id, self._scopes(installation, None))
-        await self._store(key, token)
+        await self._save(key, token)
 
     async def invalidate(self, installation: Installation, access_token: str) -> None:
         """Drop the cached token when it is ``access_token`` (HipChat answered 401 to it)."""
@@ -275,9 +275,9 @@ class TokenService:
         if not token.scopes:
             token = dataclasses.replace(token, scopes=scopes)
         log.info("fetched add-on token", extra={"oauth_id": installation.oauth_id})
-        return await self._store(key, token)
+        return await self._save(key, token)
 
-    async def _store(self, key: str, token: AccessToken) -> AccessToken:
+    async def _save(self, key: str, token: AccessToken) -> AccessToken:
         """Cache ``token``; return it as cached (``expires_at`` is when the cache gives it up)."""
         now = self.now()
         ttl = cache_lifetime(token, now=now, margin=self.margin)

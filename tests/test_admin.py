@@ -302,13 +302,21 @@ async def test_post_file_names_never_leave_the_folder(
     assert not (tmp_path / "escape.json").exists() and not (tmp_path / "files").exists()
 
 
-@pytest.mark.parametrize("body", ["", "save", "save a b", "dump x", "erase now", "x" * 2000])
+@pytest.mark.parametrize("body", ["", "save", "save a b", "dump x", "erase now"])
 async def test_post_other_bodies_get_a_400_naming_the_commands(
     files_room: Installed, body: str
 ) -> None:
     response = await files_room.addon.post("/", content=body, headers=bearer())
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "RequestError"
+    assert "'save FILE', 'load FILE' or 'erase'" in response.json()["error"]["message"]
+
+
+async def test_post_bodies_past_their_cap_get_a_413(files_room: Installed) -> None:
+    # The same streaming body cap as every other route (BodyTooLarge, a RequestError).
+    response = await files_room.addon.post("/", content="x" * 2000, headers=bearer())
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "BodyTooLarge"
 
 
 async def test_post_load_of_a_missing_or_broken_file(files_room: Installed, tmp_path: Path) -> None:

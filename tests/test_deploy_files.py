@@ -677,7 +677,7 @@ def test_ci_fails_when_the_tests_fail_or_none_ran(ci: CiSandbox) -> None:
 def venv_stub(tmp_path: Path) -> Path:
     """A fake virtualenv whose tools log their arguments; ``FAIL=<tool>`` makes one fail."""
     venv = tmp_path / "venv"
-    for tool in ("python", "ruff", "mypy", "coverage"):
+    for tool in ("python", "ruff", "mypy", "lint-imports", "coverage"):
         _stub(
             venv / "bin" / tool,
             f'echo "{tool}${{*:+ $*}}" >> "$LOG"\n'
@@ -742,7 +742,7 @@ def test_install_creates_a_venv_outside_one(tmp_path: Path) -> None:
 
 def test_check_runs_format_lint_and_types(tmp_path: Path, venv_stub: Path) -> None:
     assert _run_script("scripts/check", tmp_path, venv_stub) == 0
-    assert _calls(tmp_path) == ["ruff format --check .", "ruff check .", "mypy"]
+    assert _calls(tmp_path) == ["ruff format --check .", "ruff check .", "mypy", "lint-imports"]
 
 
 def test_check_stops_at_the_first_failure(tmp_path: Path, venv_stub: Path) -> None:

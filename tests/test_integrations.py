@@ -11,10 +11,10 @@ import pytest
 
 from addon.context import RoomEvent, RoomMessage, build_notification
 from addon.descriptor import WebhookSpec
+from addon.dispatch import Dispatcher
 from addon.errors import IntegrationError
 from addon.integrations import Integration, check_unique, help_integration, load_integrations
 from addon.store import Store
-from addon.webhooks import Dispatcher
 from tests.test_webhooks import RecordingRuntime, dispatch, installed, message, text
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "integrations"

@@ -110,8 +110,8 @@ REFUSED = [
         id="iat in the future",
     ),
     pytest.param(
-        _jwt(sign_jwt(OAUTH_ID, OTHER_SECRET, now=NOW)), None, None, InvalidJWT, "does not verify",
-        id="wrong secret",
+        _jwt(sign_jwt(OAUTH_ID, OTHER_SECRET, now=NOW, sub=5)), None, None, InvalidJWT,
+        "does not verify", id="wrong secret",
     ),
     pytest.param(
         _jwt(_handmade({"alg": "none", "typ": "JWT"}, _claims(), None)), None, None, InvalidJWT,
@@ -126,8 +126,8 @@ REFUSED = [
         "'RS256'", id="RS256 with the secret as public key",
     ),
     pytest.param(
-        _jwt(sign_jwt("stranger", SECRET, now=NOW)), None, None, UnknownInstallation, "stranger",
-        id="unknown iss",
+        _jwt(sign_jwt("stranger", SECRET, now=NOW, sub=5)), None, None, UnknownInstallation,
+        "stranger", id="unknown iss",
     ),
     pytest.param({}, None, None, InvalidJWT, "missing", id="missing"),
     pytest.param(_jwt("not-a-jwt"), None, None, InvalidJWT, "malformed", id="malformed"),

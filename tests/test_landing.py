@@ -21,8 +21,9 @@ import pytest
 from playwright.sync_api import Route
 
 from addon.app import create_app
+from addon.context import RoomMessage
 from addon.descriptor import load_capabilities
-from addon.integrations import Integration, RoomMessage, help_integration
+from addon.integrations import Integration, help_integration
 from addon.landing import LandingPage, render_landing
 from addon.settings import Settings
 from addon.store import Store

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from addon.context import Storage
+from addon.dispatch import Dispatcher
 from addon.errors import ConfigError, IntegrationError
 from addon.integrations import load_integrations
 from addon.seed import (
@@ -25,7 +26,6 @@ from addon.seed import (
     seed_notification,
 )
 from addon.store import Keys, Store
-from addon.webhooks import Dispatcher
 from tests.test_webhooks import (
     ROOM,
     SETTINGS,

@@ -318,6 +318,8 @@ async def test_an_atomic_operation_across_hash_tags_is_refused(store: Store) -> 
         await store.put_guarded("{a}:marker", "1", guard="{b}:installation")
     with pytest.raises(ValueError, match="different hash tags"):
         await store.map_update("{a}:m", {"x": "1"}, guard="b:installation")
+    with pytest.raises(ValueError, match="different hash tags"):
+        await store.read_and_claim("{a}:installation", [("{b}:jti", "x", 60)])
     assert await store.scan("") == []
 
 

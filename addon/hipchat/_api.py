@@ -38,7 +38,7 @@ def json_object(name: str, response: httpx.Response) -> JSONObject:
 class APIGroup:
     """Base of the client's API groups: turns responses into Python values."""
 
-    _transport: Transport
+    _wire: Transport  # the HTTP side of the client (``HipChatClient(transport=)`` is httpx's)
 
     async def _json(
         self,
@@ -49,7 +49,7 @@ class APIGroup:
         json: object = None,
     ) -> JSONObject:
         """Send operation ``name`` and return its JSON object body."""
-        response = await self._transport.send(name, params or {}, query=query, json=json)
+        response = await self._wire.send(name, params or {}, query=query, json=json)
         return json_object(name, response)
 
     async def _no_content(
@@ -62,12 +62,21 @@ class APIGroup:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Send operation ``name`` and ignore its (empty) body."""
-        await self._transport.send(name, params or {}, json=json, content=content, headers=headers)
+        await self._wire.send(name, params or {}, json=json, content=content, headers=headers)
 
     async def _location(self, name: str, params: PathParams) -> str:
-        """Send a redirecting operation and return where it points."""
-        response = await self._transport.send(name, params)
-        return str(response.headers.get("location", ""))
+        """Send a redirecting operation and return where it points.
+
+        ``UpstreamError`` when HipChat answers a redirect without a ``Location``.
+        """
+        response = await self._wire.send(name, params)
+        location = response.headers.get("location", "")
+        if not location:
+            raise UpstreamError(
+                f"HipChat answered {name} with {response.status_code} but no Location; "
+                "try again later"
+            )
+        return str(location)
 
     async def _items(
         self, name: str, params: PathParams, query: Query, page_size: int

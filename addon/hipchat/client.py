@@ -69,7 +69,7 @@ class HipChatClient(
             raise ValueError("max_retries and max_retry_wait must not be negative")
         self._owns_http = http is None
         source = StaticToken(token) if isinstance(token, str) else token
-        self._transport = Transport(
+        self._wire = Transport(
             base_url,
             http=http or httpx.AsyncClient(transport=transport, timeout=timeout),
             auth=HipChatAuth(source),
@@ -81,17 +81,17 @@ class HipChatClient(
         )
 
     def __repr__(self) -> str:
-        return f"HipChatClient({self._transport.base_url!r})"
+        return f"HipChatClient({self._wire.base_url!r})"
 
     @property
     def base_url(self) -> str:
         """The API base every path is relative to, without a trailing slash."""
-        return self._transport.base_url
+        return self._wire.base_url
 
     async def aclose(self) -> None:
         """Close the HTTP connections, unless the ``httpx.AsyncClient`` was passed in."""
         if self._owns_http:
-            await self._transport.http.aclose()
+            await self._wire.http.aclose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -52,7 +52,7 @@ class OAuthAPI(APIGroup):
         ``fields`` are the grant's form fields (``scope``, ``code``, ``refresh_token``...). This
         is the raw operation: add-on tokens are cached and refreshed by ``addon.tokens``.
         """
-        response = await self._transport.send(
+        response = await self._wire.send(
             "generate_token",
             {},
             data={"grant_type": grant_type, **fields},

@@ -61,12 +61,15 @@ class RoomsAPI(APIGroup):
         guest_access: bool | None = None,
         delegate_admin_visibility: bool | None = None,
     ) -> JSONObject:
-        """Create a room; return its ``{"id", "links"}``."""
+        """Create a room; return its ``{"id", "links"}``.
+
+        ``owner_user_id`` is a user id, email or @mention; the API takes it as a string.
+        """
         body = compact(
             name=name,
             privacy=privacy,
             topic=topic,
-            owner_user_id=owner_user_id,
+            owner_user_id=None if owner_user_id is None else str(owner_user_id),
             guest_access=guest_access,
             delegate_admin_visibility=delegate_admin_visibility,
         )

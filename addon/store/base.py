@@ -71,6 +71,17 @@ class Store(Protocol):
         """
         ...
 
+    async def read_and_claim(
+        self, key: str, claims: Sequence[tuple[str, str, float | None]]
+    ) -> tuple[str | None, list[bool]]:
+        """The value at ``key`` and, when there is one, each ``(key, value, ttl)`` of ``claims``
+        stored only when its key holds nothing: one atomic step, one round trip.
+
+        A signed request's installation read plus its ``jti`` and message-id claims (DESIGN §4).
+        When ``key`` holds nothing, nothing is claimed and the list is all False.
+        """
+        ...
+
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""
         ...

@@ -19,6 +19,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from addon.errors import ConfigError, StoreUnavailable
 from addon.store.base import MapUpdate, Outcome
@@ -83,6 +84,25 @@ else
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 return 1
+"""
+# GET the first key; only when it exists, SET NX each further key (ARGV: value, PX or '' per key).
+# The reply is {found (0/1), value or '', stored (0/1) per further key}: Lua drops nils in tables.
+_READ_AND_CLAIM = """
+local value = redis.call('GET', KEYS[1])
+if not value then
+    return {0, ''}
+end
+local reply = {1, value}
+for i = 2, #KEYS do
+    local stored
+    if ARGV[2 * i - 2] == '' then
+        stored = redis.call('SET', KEYS[i], ARGV[2 * i - 3], 'NX')
+    else
+        stored = redis.call('SET', KEYS[i], ARGV[2 * i - 3], 'NX', 'PX', ARGV[2 * i - 2])
+    end
+    reply[i + 1] = stored and 1 or 0
+end
+return reply
 """
 # A map is a hash whose fields are "=" + name, plus "#size": the bytes of every name and value,
 # kept with each write so that the quota costs no read of the other values (HSTRLEN of the old
@@ -165,6 +185,7 @@ class RedisStore:
         self._put_guarded = self._redis.register_script(_PUT_GUARDED)
         self._map_update = self._redis.register_script(_MAP_UPDATE)
         self._move = self._redis.register_script(_MOVE)
+        self._read_and_claim = self._redis.register_script(_READ_AND_CLAIM)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, namespace={self.namespace!r})"
@@ -215,6 +236,34 @@ class RedisStore:
         with self._unavailable():
             stored = await self._put_many(keys=keys, args=args)
         return [bool(one) for one in stored]
+
+    async def read_and_claim(
+        self, key: str, claims: Sequence[tuple[str, str, float | None]]
+    ) -> tuple[str | None, list[bool]]:
+        """The value at ``key`` and, when there is one, ``claims`` SET NX: one EVALSHA."""
+        require_one_slot([key, *(name for name, _value, _ttl in claims)])
+        keys = [self.namespace + key]
+        args: list[str | int] = []
+        for name, value, ttl in claims:
+            px = _milliseconds(ttl)
+            keys.append(self.namespace + name)
+            args += [value, "" if px is None else px]
+        with self._unavailable():
+            reply = await self._evalsha(self._read_and_claim, keys, args)
+        if not reply[0]:
+            return None, [False] * len(claims)
+        return _text(reply[1]), [bool(one) for one in reply[2:]]
+
+    async def _evalsha(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """EVALSHA ``script`` (loading it once when the server lacks it): one round trip.
+
+        ``execute_command`` directly: the hot path skips redis-py's per-call script wrappers.
+        """
+        try:
+            return await self._redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            script.sha = await self._redis.script_load(script.script)
+            return await self._redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""

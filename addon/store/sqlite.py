@@ -117,6 +117,25 @@ class SQLiteStore:
             self._purge_now_and_then(db, now)
         return stored
 
+    async def read_and_claim(
+        self, key: str, claims: Sequence[tuple[str, str, float | None]]
+    ) -> tuple[str | None, list[bool]]:
+        """The value at ``key`` and, when there is one, ``claims`` stored where free, at once."""
+        require_one_slot([key, *(name for name, _value, _ttl in claims)])  # as on a Redis Cluster
+        now = self._now()
+        planned = [
+            (self.namespace + name, value, _expires_at(now, ttl)) for name, value, ttl in claims
+        ]
+        stored: list[bool] = []
+        with self._transaction() as db:
+            found = _live_value(db, self.namespace + key, now)
+            for name, value, expires_at in planned:
+                is_free = found is not None and _live_value(db, name, now) is None
+                if is_free:
+                    _write(db, name, value, expires_at)
+                stored.append(is_free)
+        return found, stored
+
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""
         name = self.namespace + key

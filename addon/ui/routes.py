@@ -8,8 +8,10 @@ A refused token gets 401: a small HTML page for pages, JSON for glances and APIs
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -21,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
 from addon.errors import AddonError, AuthError, Forbidden, NotFound
+from addon.hosts import HostPolicy
 from addon.installations import Installation
 from addon.routes import error_response, read_json
 from addon.ui.auth import UIAuth, Verified
@@ -30,9 +33,10 @@ from addon.ui.origins import frame_ancestors, hipchat_js_base, is_hipchat_origin
 from addon.ui.request import UIRequest, mint_page_token
 from addon.ui.static import read_static
 from addon.ui.values import Glance, Page
+from addon.verification import Verifier
 
 if TYPE_CHECKING:
-    from addon.app import Addon
+    from addon.context import Runtime
     from addon.integrations import Integration
 
 __all__ = ["UIService", "ui_routes"]
@@ -45,11 +49,19 @@ _PAGE_KINDS = {"panel": "webPanel", "dialog": "dialog", "page": "externalPage"}
 class UIService:
     """What the UI endpoints share: the integrations by key, their templates, the settings store."""
 
-    def __init__(self, addon: Addon) -> None:
-        self.addon = addon
-        self.integrations = {i.key: i for i in addon.integrations}
-        self.configs = ConfigStore(addon.store, addon.keys)
-        self.auth = UIAuth(addon)
+    def __init__(
+        self,
+        integrations: Sequence[Integration],
+        *,
+        runtime: Runtime,
+        hosts: HostPolicy,
+        verifier: Verifier,
+        now: Callable[[], float],
+    ) -> None:
+        self.integrations = {i.key: i for i in integrations}
+        self.runtime, self.settings, self.hosts, self.now = runtime, runtime.settings, hosts, now
+        self.configs = ConfigStore(runtime.store, runtime.keys)
+        self.auth = UIAuth(verifier, now=now)
         self._templates: dict[str, Jinja2Templates] = {}
 
     def integration(self, key: str) -> Integration:
@@ -96,16 +108,11 @@ class UIService:
             is_admin=any(flags.values()) if flags else None,
             query={k: v for k, v in request.query_params.items() if k != "signed_request"},
             body=body,
-            runtime=self.addon.runtime,
+            runtime=self.runtime,
             configs=self.configs,
-            static_url=self.addon.settings.url_for(f"/static/{integration.key}"),
+            static_url=self.settings.url_for(f"/static/{integration.key}"),
             log=logging.LoggerAdapter(logger, extra),
         )
-
-
-def _ui(request: Request) -> UIService:
-    service: UIService = request.app.state.ui
-    return service
 
 
 def _extension(integration: Integration, kind: str, key: str) -> Extension:
@@ -125,7 +132,7 @@ def _cors(
     headers = {"Vary": "Origin"}
     if not origin:
         return headers
-    addon_origin = origin_of(service.addon.settings.base_url) or ""
+    addon_origin = origin_of(service.settings.base_url) or ""
     if installation is not None:
         allowed = is_hipchat_origin(origin, installation, addon_origin)
     else:  # a preflight carries no JWT: any HipChat host of the allow-list, or the add-on
@@ -139,16 +146,15 @@ def _listed_origin(origin: str, service: UIService) -> bool:
     try:
         parts = urlsplit(origin)
         port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, 0)
-        return bool(parts.hostname) and service.addon.hosts.is_allowed(
+        return bool(parts.hostname) and service.hosts.is_allowed(
             parts.hostname or "", port, parts.scheme
         )
     except ValueError:
         return False
 
 
-async def glance(request: Request) -> Response:
+async def glance(service: UIService, request: Request) -> Response:
     """``GET /ui/{integration}/glance/{key}``: glance data JSON, with CORS (§7.1)."""
-    service = _ui(request)
     integration = service.integration(request.path_params["integration"])
     extension = _extension(integration, "glance", request.path_params["key"])
     if request.method == "OPTIONS":
@@ -168,7 +174,7 @@ async def glance(request: Request) -> Response:
     result = await extension.handler(service.ui_request(integration, verified, request))
     if not isinstance(result, Glance):
         raise TypeError(f"Glance {extension.key!r} of {integration.key!r} must return a Glance")
-    static_url = service.addon.settings.url_for(f"/static/{integration.key}")
+    static_url = service.settings.url_for(f"/static/{integration.key}")
     body = result.to_json(lambda p: p if "://" in p else f"{static_url}/{p.lstrip('/')}")
     headers = _cors(request, verified.installation, service) | {"Cache-Control": "no-store"}
     return JSONResponse(body, headers=headers)
@@ -192,9 +198,8 @@ def _error_page(status: int, title: str, message: str) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers=_page_headers(None))
 
 
-async def page(request: Request) -> Response:
+async def page(service: UIService, request: Request) -> Response:
     """``GET /ui/{integration}/{panel|dialog|page}/{key}`` and ``.../configure``: a page."""
-    service = _ui(request)
     try:
         integration = service.integration(request.path_params["integration"])
         kind = _PAGE_KINDS.get(request.path_params.get("kind", "configure"), "")
@@ -225,13 +230,13 @@ async def _render(
         verified.claims,
         integration.key,
         flags=verified.flags,
-        now=service.addon.now(),
+        now=service.now(),
     )
     context: dict[str, Any] = {
         "ui": ui_request,
         "title": result.title or integration.name,
         "addon_token": token,
-        "api_base": service.addon.settings.url_for(f"/ui/{integration.key}"),
+        "api_base": service.settings.url_for(f"/ui/{integration.key}"),
         "static_url": ui_request.static_url,
         "hipchat_js": hipchat_js_base(installation),
         "settings_fields": integration.settings_fields,
@@ -250,9 +255,8 @@ async def _render(
 # -- page APIs and settings ------------------------------------------------------------------
 
 
-async def api(request: Request) -> Response:
+async def api(service: UIService, request: Request) -> Response:
     """``/ui/{integration}/api/{path}``: a page calling its integration with its JWT."""
-    service = _ui(request)
     try:
         integration = service.integration(request.path_params["integration"])
         path = "/" + request.path_params["path"]
@@ -260,7 +264,7 @@ async def api(request: Request) -> Response:
         if route is None:
             raise NotFound(f"Integration {integration.key!r} has no API {request.method} {path}")
         verified = await service.verify(request, integration.key, page_token_ok=True)
-        body = await _body(request)
+        body = await _body(request, service.settings.read_timeout)
         result = await route.handler(service.ui_request(integration, verified, request, body))
     except AddonError as exc:
         return _json_error(exc)
@@ -269,9 +273,8 @@ async def api(request: Request) -> Response:
     return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
 
-async def settings(request: Request) -> Response:
+async def settings(service: UIService, request: Request) -> Response:
     """``GET``/``POST /ui/{integration}/config``: read or save the installation's settings."""
-    service = _ui(request)
     try:
         integration = service.integration(request.path_params["integration"])
         if not integration.settings_fields:
@@ -282,7 +285,7 @@ async def settings(request: Request) -> Response:
             values = await service.configs.load(oauth_id, integration.key, fields)
         else:
             _require_admin(verified)
-            submitted = await read_json(request)
+            submitted = await read_json(request, seconds=service.settings.read_timeout)
             values = await service.configs.save(oauth_id, integration.key, fields, submitted)
             log.info("settings saved", extra={"oauth_id": oauth_id, "integration": integration.key})
     except AddonError as exc:
@@ -302,27 +305,26 @@ def _require_admin(verified: Verified) -> None:
     raise Forbidden("Only an administrator (or the room's owner) can change these settings")
 
 
-async def _body(request: Request) -> Any:
+async def _body(request: Request, read_timeout: float) -> Any:
     if request.method in ("GET", "DELETE"):
         return None
     if not request.headers.get("content-length") and "transfer-encoding" not in request.headers:
         return None
-    return await read_json(request)
+    return await read_json(request, seconds=read_timeout)
 
 
 def _json_error(exc: AddonError) -> Response:
-    for kind, status in ((AuthError, 401), (Forbidden, 403), (NotFound, 404)):
-        if isinstance(exc, kind):
-            return error_response(status, type(exc).__name__, str(exc))
+    if isinstance(exc, AuthError | Forbidden | NotFound):
+        return error_response(exc.http_status, type(exc).__name__, str(exc))
     raise exc
 
 
 # -- static files ---------------------------------------------------------------------------
 
 
-async def static(request: Request) -> Response:
+async def static(service: UIService, request: Request) -> Response:
     """``GET /static/{integration}/{path}``: a file of the integration's ``static/`` folder."""
-    integration = _ui(request).integration(request.path_params["integration"])
+    integration = service.integration(request.path_params["integration"])
     raw = request.scope.get("raw_path") or request.scope["path"].encode()
     prefix = f"/static/{integration.key}/".encode()
     if not raw.startswith(prefix):
@@ -338,16 +340,20 @@ async def static(request: Request) -> Response:
     return Response(found.body, media_type=found.media_type, headers=headers)
 
 
-def ui_routes() -> list[BaseRoute]:
-    """The UI endpoints (``create_app`` adds them after the core routes)."""
+def ui_routes(service: UIService) -> list[BaseRoute]:
+    """The UI endpoints, each handed ``service`` (``create_app`` adds them after the core ones)."""
     any_method = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+    def bound(endpoint: Callable[[UIService, Request], Awaitable[Response]]) -> Any:
+        return functools.partial(endpoint, service)
+
     return [
-        Route("/ui/{integration}/glance/{key}", glance, methods=["GET", "OPTIONS"]),
-        Route("/ui/{integration}/api/{path:path}", api, methods=any_method),
-        Route("/ui/{integration}/config", settings, methods=["GET", "POST"]),
-        Route("/ui/{integration}/configure", page, methods=["GET"]),
-        Route("/ui/{integration}/{kind}/{key}", page, methods=["GET"]),
-        Route("/static/{integration}/{path:path}", static, methods=["GET", "HEAD"]),
+        Route("/ui/{integration}/glance/{key}", bound(glance), methods=["GET", "OPTIONS"]),
+        Route("/ui/{integration}/api/{path:path}", bound(api), methods=any_method),
+        Route("/ui/{integration}/config", bound(settings), methods=["GET", "POST"]),
+        Route("/ui/{integration}/configure", bound(page), methods=["GET"]),
+        Route("/ui/{integration}/{kind}/{key}", bound(page), methods=["GET"]),
+        Route("/static/{integration}/{path:path}", bound(static), methods=["GET", "HEAD"]),
     ]
 
 

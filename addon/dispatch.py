@@ -1,17 +1,22 @@
-"""Dispatch: from a verified webhook body to the integration handlers it selects.
+"""Dispatch: from a verified webhook to the integration handlers it selects, and their replies.
 
-``Dispatcher.handle`` parses the body leniently (``addon.events``) and
-picks handlers: a ``room_message`` whose text starts with ``/name`` goes to the command that owns
-``/name`` (a dict lookup: nothing in a message ever names a file), otherwise to every
-``on_message`` pattern that matches; other events go to their ``on_event`` handlers. A message
+Selection, delivery, the reply window, timeouts and isolation live here, and nowhere else.
+``Dispatcher.plan`` picks handlers from a ``wire.Webhook`` (pure): a ``room_message`` whose text
+starts with ``/name`` goes to the command that owns ``/name`` (a dict lookup: nothing in a message
+ever names a file), otherwise to every ``on_message`` pattern that matches; other events go to
+their ``on_event`` handlers. A message
 delivered twice (two matching webhooks, a retry, two replicas) runs once: its id is claimed in the
-store first.
+store first (by the webhook route, with the installation read; by ``handle`` otherwise).
 
-Replies: the first reply ready within ``settings.reply_window`` seconds is returned, for the route
-to send as the webhook's 200 JSON response (a synchronous reply); every later one is posted through
-``Runtime.post_notification``. Each handler runs under ``settings.command_timeout``, and this is
-the one place where ``except Exception`` is allowed (STYLE §E.5): a handler that raises or hangs
-is logged and its room gets a short red notice, and nothing else is affected.
+Each handler runs in a task of its own (its timeouts bind to it); the response waits for the first
+reply with no more than one future and one timer, and not at all once the reply is there.
+
+Replies (``Outbox``): the first reply ready within ``settings.reply_window`` seconds is returned,
+for the route to send as the webhook's 200 JSON response (a synchronous reply); every later one is
+posted through ``Runtime.post_notification``. Each handler runs under
+``settings.command_timeout``, and this is the one place where ``except Exception`` is allowed
+(STYLE §E.5): a handler that raises or hangs is logged and its room gets a short red notice, and
+nothing else is affected.
 
 See docs/protocol.md, Webhook payloads and Synchronous replies.
 """
@@ -24,21 +29,23 @@ import contextvars
 import dataclasses
 import functools
 import inspect
+import itertools
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from addon.context import (
+    LOG_FIELDS,
     Context,
-    Room,
     RoomEvent,
     RoomMessage,
     Runtime,
-    Sender,
     build_notification,
+    context_log,
 )
 from addon.errors import (
     AddonError,
@@ -50,33 +57,57 @@ from addon.errors import (
     StoreUnavailable,
     UpstreamError,
 )
-from addon.events import Webhook, parse_webhook
 from addon.installations import Installation
 from addon.integrations import Command, Handler, Integration, check_unique
 from addon.metrics import Metrics
+from addon.verification import SEEN_TTL
+from addon.wire import Room, Sender, Webhook, parse_webhook
 
-__all__ = ["Dispatcher", "Runtime", "Signed", "Webhook", "parse_webhook"]
+__all__ = ["Dispatcher", "Outbox", "Plan", "Signed"]
 
-SEEN_TTL = 3600.0  # how long a message id is remembered, so a redelivery does not run twice
 NOTICE_GRACE = 5.0  # seconds cancelled handlers get to tell their rooms, when draining
-log = logging.getLogger("addon.webhooks")
+log = logging.getLogger("addon.dispatch")
 _T = TypeVar("_T")
-_C = TypeVar("_C", RoomMessage, RoomEvent)
 _COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Signed:
-    """What a webhook's verified JWT vouches for (``routes.webhook`` builds it from the claims).
+    """What a webhook's verified JWT vouches for (``routes`` builds it from the claims).
 
-    The sender is the JWT's ``sub``; ``room_id`` is its ``context.room_id``; ``jti`` is claimed
-    once, for ``ttl`` seconds (until the token's ``exp`` plus the leeway).
+    The sender is the JWT's ``sub``; ``room_id`` is its ``context.room_id``. A ``jti`` given
+    here (kept for ``ttl`` seconds) is claimed by ``Dispatcher.handle``; the webhook route
+    claims it itself, with the installation read (``addon.verification``), and calls ``run``.
     """
 
     sender_id: str
     room_id: int | None
-    jti: str
-    ttl: float
+    jti: str = ""
+    ttl: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Selected:
+    """A handler a webhook selects, before any context exists."""
+
+    integration: Integration
+    handler: Handler[RoomMessage] | Handler[RoomEvent]
+    args: str
+    match: re.Match[str] | None
+    event: str | None  # the event name for on_event handlers; None for messages
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """What a webhook selects: ``Dispatcher.plan`` (pure) before ``Dispatcher.run``."""
+
+    hook: Webhook
+    selected: tuple[_Selected, ...]
+
+    @property
+    def has_work(self) -> bool:
+        """True when some handler will run (only then is the message id claimed)."""
+        return bool(self.selected)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +117,7 @@ class _Job:
     handler: Handler[RoomMessage] | Handler[RoomEvent]
     context: Context
     call: Callable[[], object]
+    integration_key: str
 
 
 class _Workers:
@@ -122,8 +154,12 @@ def _release(loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore) -> None:
         loop.call_soon_threadsafe(slots.release)
 
 
-class _Delivery:
-    """The outbox of one webhook: the first reply within the window rides on the response."""
+class Outbox:
+    """Where one webhook's replies go: the first one within the reply window rides on the
+    webhook's response; every later one (or any after the window) is posted through REST.
+
+    No future exists unless the route has to wait for a handler that is still running.
+    """
 
     def __init__(
         self, runtime: Runtime, installation: Installation, room: Room, workers: _Workers
@@ -132,40 +168,58 @@ class _Delivery:
         self._installation = installation
         self._room = room
         self._workers = workers
-        self._first: asyncio.Future[dict[str, object] | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self._reply: dict[str, object] | None = None
+        self._error: BaseException | None = None
+        self._is_open = True  # the response is not settled yet
+        self._waiter: asyncio.Future[None] | None = None
         self.pending = 0
 
     async def send(self, notification: dict[str, object]) -> None:
-        if not self._first.done():
-            self._first.set_result(notification)
+        """Deliver a reply: in the webhook response while it is open, else through REST."""
+        if self._is_open:
+            self._settle(notification)
             return
         await self._runtime.post_notification(self._installation, self._room.id, notification)
 
     async def run_sync(self, func: Callable[[], _T], *, owner: str) -> _T:
+        """Run ``func`` in a worker thread on behalf of integration ``owner``; its result."""
         context = contextvars.copy_context()
         return await self._workers.run(owner, functools.partial(context.run, func))
 
     def job_done(self) -> None:
         self.pending -= 1
-        if self.pending == 0 and not self._first.done():
-            self._first.set_result(None)
+        if self.pending == 0 and self._is_open:
+            self._settle(None)
 
     def fail(self, exc: BaseException) -> bool:
         """Hand ``exc`` to the waiting response (raise_errors); False when it has gone."""
-        if self._first.done():
+        if not self._is_open:
             return False
-        self._first.set_exception(exc)
+        self._error = exc
+        self._settle(None)
         return True
 
     async def response(self, window: float) -> dict[str, object] | None:
-        try:
-            await asyncio.wait({self._first}, timeout=window)
-        finally:
-            if not self._first.done():
-                self._first.set_result(None)  # the window is over: later replies go through REST
-        return self._first.result()
+        """The reply for the webhook response: at once when settled, else within ``window`` s."""
+        if self._is_open:
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            timer = loop.call_later(window, self._settle, None)
+            try:
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._settle(None)  # the window is over: later replies go through REST
+        if self._error is not None:
+            raise self._error
+        return self._reply
+
+    def _settle(self, reply: dict[str, object] | None) -> None:
+        if not self._is_open:
+            return
+        self._is_open, self._reply = False, reply
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class Dispatcher:
@@ -189,14 +243,29 @@ class Dispatcher:
         }
         self._patterns = [(i, p, h) for i in integrations for p, h in i.patterns]
         self._events = [(i, e, h) for i in integrations for e, h in i.events]
+        self._logs = {i.key: context_log(i.key) for i in integrations}
         self._workers = _Workers(max_threads)
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors: list[BaseException] = []
         self._draining = False
+        # A request id: this process's random prefix and a counter (no uuid4 per request).
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count(1)
+
+    def request_id(self) -> str:
+        """A fresh id for one request (32 hex digits, unique per process)."""
+        return f"{self._id_prefix}{next(self._ids):016x}"
+
+    def plan(self, hook: Webhook) -> Plan:
+        """The handlers ``hook`` selects (pure: no store, no context yet)."""
+        plan = Plan(hook, tuple(self._select(hook)))
+        if plan.has_work and self._draining:
+            raise ShuttingDown("The add-on is shutting down; deliver this webhook again shortly")
+        return plan
 
     async def handle(
         self,
-        event: Mapping[str, object],
+        event: Mapping[str, object] | Webhook,
         installation: Installation,
         *,
         request_id: str,
@@ -204,26 +273,57 @@ class Dispatcher:
     ) -> dict[str, object] | None:
         """Run what ``event`` selects; return the reply for the webhook response, or None.
 
-        ``signed`` (a verified JWT) gives the sender and a room when the body has none, and its
-        ``jti`` is claimed together with the message id: a second use is ``InvalidJWT``.
+        ``signed`` (a verified JWT) gives the sender and a room when the body has none; its
+        ``jti``, when given, is claimed together with the message id: a second use is
+        ``InvalidJWT``. A message id that already ran answers None.
         """
-        hook = parse_webhook(event)
-        if signed is not None and hook.sender is None:
-            hook = dataclasses.replace(hook, sender=Sender(signed.sender_id, "", ""))
+        hook = event if isinstance(event, Webhook) else parse_webhook(event)
+        plan = self.plan(hook)
         room = _room_of(hook, installation, signed)
-        delivery = _Delivery(self._runtime, installation, room, self._workers)
-        scope = _Scope(hook, installation, room, delivery, request_id)
-        jobs = self._select(scope)
-        if jobs and self._draining:
-            raise ShuttingDown("The add-on is shutting down; deliver this webhook again shortly")
-        if not await self._first_delivery(scope, signed, has_jobs=bool(jobs)) or not jobs:
+        if not await self._first_delivery(plan, installation, signed, request_id):
             return None
+        return await self.run(plan, installation, request_id=request_id, signed=signed, room=room)
+
+    async def run(
+        self,
+        plan: Plan,
+        installation: Installation,
+        *,
+        request_id: str,
+        signed: Signed | None = None,
+        room: Room | None = None,
+    ) -> dict[str, object] | None:
+        """Run ``plan`` (its message id already claimed); the reply for the response, or None.
+
+        A handler runs in the caller's task until it first waits; only a handler still running
+        then becomes a task, and only then does the response wait (``reply_window`` at most).
+        """
+        hook = plan.hook
+        if room is None:
+            room = _room_of(hook, installation, signed)
+        if not plan.selected:
+            return None
+        sender = hook.sender
+        if sender is None and signed is not None:
+            sender = Sender(signed.sender_id, "", "")
+        LOG_FIELDS.set(
+            {
+                "oauth_id": installation.oauth_id,
+                "room_id": room.id,
+                "request_id": request_id,
+                "event": hook.event,
+            }
+        )
+        outbox = Outbox(self._runtime, installation, room, self._workers)
+        jobs = [self._job(s, hook, sender, installation, room, outbox) for s in plan.selected]
+        outbox.pending = len(jobs)
         for job in jobs:
-            delivery.pending += 1
-            task = asyncio.create_task(self._run(job, delivery))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await delivery.response(self._runtime.settings.reply_window)
+            self._start(job, outbox)
+        return await outbox.response(self._runtime.settings.reply_window)
+
+    def room_of(self, hook: Webhook, installation: Installation, signed: Signed | None) -> Room:
+        """The one room of ``hook`` (``RequestError`` when it names none or another one)."""
+        return _room_of(hook, installation, signed)
 
     async def drain(self, grace: float | None = None) -> None:
         """Stop taking work, wait ``grace`` s for handlers, then cancel the rest (rooms told)."""
@@ -240,105 +340,105 @@ class Dispatcher:
         if self._errors:
             raise self._errors[0]
 
-    def _select(self, scope: _Scope) -> list[_Job]:
-        hook = scope.hook
+    def _start(self, job: _Job, outbox: Outbox) -> None:
+        # A task of its own, even for a quick handler: the command timeout (and any timeout or
+        # cancel scope the handler opens) binds to the current task, so on Python 3.11 a handler
+        # cannot take its first steps in the request's task (3.12's eager tasks could).
+        task = asyncio.get_running_loop().create_task(self._run(job, outbox))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _select(self, hook: Webhook) -> list[_Selected]:
         if hook.event != "room_message":
-            return [
-                _job(
-                    h,
-                    RoomEvent(**self._args(scope, i), event=e, sender=hook.sender, item=hook.item),
-                )
-                for i, e, h in self._events
-                if e == hook.event
-            ]
+            return [_Selected(i, h, "", None, e) for i, e, h in self._events if e == hook.event]
         name, args = _split_command(hook.text)
         owner = self._commands.get(name) if name is not None else None
         if owner is not None:
             integration, command = owner
-            return [_job(command.handler, self._message(scope, integration, args, None))]
+            return [_Selected(integration, command.handler, args, None, None)]
         return [
-            _job(h, self._message(scope, i, hook.text, m))
+            _Selected(i, h, hook.text, m, None)
             for i, pattern, h in self._patterns
             if (m := pattern.search(hook.text)) is not None
         ]
 
-    def _message(
-        self, scope: _Scope, integration: Integration, args: str, match: re.Match[str] | None
-    ) -> RoomMessage:
-        hook = scope.hook
-        if hook.sender is None:
+    def _job(
+        self,
+        selected: _Selected,
+        hook: Webhook,
+        sender: Sender | None,
+        installation: Installation,
+        room: Room,
+        outbox: Outbox,
+    ) -> _Job:
+        integration = selected.integration
+        common = _ContextArgs(
+            _integration=integration,
+            installation=installation,
+            room=room,
+            _webhook=hook.body,
+            _runtime=self._runtime,
+            _outbox=outbox,
+            log=self._logs[integration.key],
+        )
+        context: RoomMessage | RoomEvent
+        if selected.event is not None:
+            context = RoomEvent(**common, event=selected.event, sender=sender, item=hook.item)
+        elif sender is None:
             raise RequestError(
                 "The room_message webhook needs item.message.from.id, the sending user's id"
             )
-        return RoomMessage(
-            **self._args(scope, integration),
-            text=hook.text,
-            args=args,
-            match=match,
-            sender=hook.sender,
-            message_id=hook.message_id,
-        )
-
-    def _args(self, scope: _Scope, integration: Integration) -> _ContextArgs:
-        extra = scope.log_extra() | {"integration": integration.key}
-        logger = logging.getLogger(f"addon.integrations.{integration.key}")
-        return _ContextArgs(
-            integration=integration,
-            installation=scope.installation,
-            room=scope.room,
-            webhook=scope.hook.body,
-            runtime=self._runtime,
-            outbox=scope.delivery,
-            log=logging.LoggerAdapter(logger, extra),
-        )
+        else:
+            context = RoomMessage(
+                **common,
+                text=hook.text,
+                args=selected.args,
+                match=selected.match,
+                sender=sender,
+                message_id=hook.message_id,
+            )
+        func: Callable[[Any], object] = selected.handler.func
+        return _Job(selected.handler, context, functools.partial(func, context), integration.key)
 
     async def _first_delivery(
-        self, scope: _Scope, signed: Signed | None, *, has_jobs: bool
+        self, plan: Plan, installation: Installation, signed: Signed | None, request_id: str
     ) -> bool:
-        """Claim the JWT's jti and the message id in one store round trip.
+        """Claim the JWT's jti (when given) and the message id in one store round trip.
 
         A used jti raises ``InvalidJWT`` (a replay); False when another delivery (or replica)
         already ran the message. The message id is claimed only when something will run.
         """
-        keys, oauth_id = self._runtime.keys, scope.installation.oauth_id
+        keys, oauth_id = self._runtime.keys, installation.oauth_id
         entries: list[tuple[str, str, float | None]] = []
-        if signed is not None:
-            entries.append((keys.jwt_id(oauth_id, signed.jti), scope.request_id, signed.ttl))
-        message_id = scope.hook.message_id
-        if has_jobs and message_id is not None:
-            key = keys.seen_message(oauth_id, message_id)
-            entries.append((key, scope.request_id, SEEN_TTL))
+        if signed is not None and signed.jti:
+            entries.append((keys.jwt_id(oauth_id, signed.jti), request_id, signed.ttl))
+        message_id = plan.hook.message_id
+        if plan.has_work and message_id is not None:
+            entries.append((keys.seen_message(oauth_id, message_id), request_id, SEEN_TTL))
         if not entries:
             return True
         claimed = await self._runtime.store.put_many_if_absent(entries)
-        if signed is not None and not claimed[0]:
+        if signed is not None and signed.jti and not claimed[0]:
             raise InvalidJWT(
                 f"The JWT from {oauth_id!r} was already used; sign every request with a fresh jti"
             )
         if not claimed[-1]:
-            log.info("Message delivered again; it already ran", extra=scope.log_extra())
+            log.info("Message delivered again; it already ran", extra={"oauth_id": oauth_id})
             return False
         return True
 
-    async def _run(self, job: _Job, delivery: _Delivery) -> None:
+    async def _run(self, job: _Job, outbox: Outbox) -> None:
+        """Run one handler under the command timeout: the per-handler boundary (STYLE §E.5)."""
         started, outcome = time.perf_counter(), "cancelled"
         try:
-            outcome = await self._guarded(job)
-        # Still the per-handler boundary: what _guarded lets out (its own re-raise in raise_errors
-        # mode, or a failure to tell the room) must not escape the task.
-        except Exception as exc:
-            if not self._raise_errors:
-                job.context.log.exception("%s could not be finished", job.handler.label)
-            elif not delivery.fail(exc):
-                self._errors.append(exc)
-            outcome = "error"
+            outcome = await self._guarded(job, outbox)
         finally:
-            key, elapsed = job.context.integration.key, time.perf_counter() - started
-            self._metrics.observe_handler(key, outcome, elapsed)
-            delivery.job_done()
+            elapsed = time.perf_counter() - started
+            self._metrics.observe_handler(job.integration_key, outcome, elapsed)
+            outbox.job_done()
 
-    async def _guarded(self, job: _Job) -> str:
-        """Run one handler; the per-handler boundary of STYLE §E.5. Returns the outcome."""
+    async def _guarded(self, job: _Job, outbox: Outbox) -> str:
+        """Run ``job``; the outcome (``ok``, ``approval``, ``timeout``, ``error``) for metrics."""
         label, context = job.handler.label, job.context
         timeout = self._runtime.settings.command_timeout
         scope = asyncio.timeout(timeout)
@@ -352,50 +452,28 @@ class Dispatcher:
             if self._draining:
                 await _tell(context, _notice(f"{label} was stopped: the add-on is restarting"))
             raise
-        except Exception as exc:
+        except Exception as exc:  # the one place that catches everything: a handler's failure
             if isinstance(exc, TimeoutError) and scope.expired():
                 context.log.warning("%s timed out after %g s", label, timeout)
                 await _tell(context, _notice(f"{label} timed out after {timeout:g} s"))
                 return "timeout"
             context.log.exception("%s failed", label)
-            if self._raise_errors:
-                raise
-            await _tell(context, _notice(_failure_text(label, exc)))
+            if not self._raise_errors:
+                await _tell(context, _notice(_failure_text(label, exc)))
+            elif not outbox.fail(exc):
+                self._errors.append(exc)
             return "error"
         return "ok"
 
 
-@dataclasses.dataclass(frozen=True)
-class _Scope:
-    """One webhook being dispatched."""
-
-    hook: Webhook
-    installation: Installation
-    room: Room
-    delivery: _Delivery
-    request_id: str
-
-    def log_extra(self) -> dict[str, object]:
-        return {
-            "oauth_id": self.installation.oauth_id,
-            "room_id": self.room.id,
-            "request_id": self.request_id,
-            "event": self.hook.event,
-        }
-
-
 class _ContextArgs(TypedDict):
-    integration: Integration
+    _integration: Integration
     installation: Installation
     room: Room
-    webhook: Mapping[str, object]
-    runtime: Runtime
-    outbox: _Delivery
+    _webhook: Mapping[str, object]
+    _runtime: Runtime
+    _outbox: Outbox
     log: logging.LoggerAdapter[logging.Logger]
-
-
-def _job(handler: Handler[_C], context: _C) -> _Job:
-    return _Job(handler, context, functools.partial(handler.func, context))
 
 
 async def _call(job: _Job) -> None:
@@ -416,7 +494,7 @@ async def _call(job: _Job) -> None:
 async def _tell(context: Context, notification: dict[str, object]) -> None:
     # The room may be unreachable too (token revoked, HipChat down): log, never raise from here.
     try:
-        await context.outbox.send(notification)
+        await context._outbox.send(notification)
     except AddonError as exc:
         context.log.warning("Could not tell the room: %s", exc)
 

@@ -1,0 +1,247 @@
+"""The webhook hot path: one store round trip, claims released on refusal, statuses by class."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import httpx
+import pytest
+import redis.asyncio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from addon import errors
+from addon.errors import AddonError, ConfigError
+from addon.hipchat import HipChatClient
+from addon.jwt_auth import sign_jwt
+from addon.routes import exception_handlers
+from addon.settings import Settings
+from addon.store import Store
+from addon.testing import FakeHipChat, Installed
+from addon.wire import id_of, parse_webhook, room_id_of
+from tests.helpers import make_app
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingStore:
+    """A ``Store`` that counts every call (each is one round trip) and passes it on."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.calls: Counter[str] = Counter()
+        self.url = store.url
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+@pytest.fixture
+async def counting(store: Store) -> CountingStore:
+    return CountingStore(store)
+
+
+@pytest.fixture
+async def counted_app(
+    settings: Settings, counting: CountingStore, hipchat: FakeHipChat
+) -> AsyncIterator[Starlette]:
+    app = make_app(settings, cast(Store, counting), hipchat)
+    yield app
+    await app.state.addon.aclose(grace=5)
+
+
+@pytest.fixture
+async def room(
+    counted_app: Starlette, hipchat: FakeHipChat, settings: Settings
+) -> AsyncIterator[Installed]:
+    async with hipchat.connect(counted_app, settings.base_url) as client:
+        yield await hipchat.install(client, room_id=1)
+
+
+async def test_an_accepted_webhook_costs_one_store_round_trip(
+    hipchat: FakeHipChat, room: Installed, counting: CountingStore
+) -> None:
+    counting.calls.clear()
+    response = await hipchat.send_message(room, "/echo once")
+    assert response is not None and response.json()["message"] == "once"
+    assert counting.calls == Counter({"read_and_claim": 1})
+    # A message that selects no handler costs the same one round trip (the jti claim).
+    counting.calls.clear()
+    await hipchat.send_message(room, "just chatting")
+    assert counting.calls == Counter()  # no webhook of the descriptor matches: nothing sent
+
+
+async def test_a_forged_signature_releases_its_claims(
+    hipchat: FakeHipChat, room: Installed, counting: CountingStore
+) -> None:
+    now = time.time()
+    counting.calls.clear()
+    forged = sign_jwt(
+        room.oauth_id, "x" * 40, now=now, sub=1001, room_id=1, extra={"jti": "the-jti"}
+    )
+    refused = await hipchat.send_message(room, "/echo 1", message_id="m-1", token=forged)
+    assert refused is not None and refused.status_code == 401
+    assert counting.calls["delete"] == 1  # the claims just made, released
+    # The same message id and jti, signed for real, now run: the forgery suppressed nothing.
+    genuine = sign_jwt(
+        room.oauth_id, room.oauth_secret, now=now, sub=1001, room_id=1, extra={"jti": "the-jti"}
+    )
+    accepted = await hipchat.send_message(room, "/echo 1", message_id="m-1", token=genuine)
+    assert accepted is not None and accepted.status_code == 200
+    assert accepted.json()["message"] == "1"
+    # ...once: the jti and the message id are spent now.
+    again = await hipchat.send_message(room, "/echo 1", message_id="m-1", token=genuine)
+    assert again is not None and again.status_code == 401
+
+
+async def test_a_token_refused_before_the_store_costs_no_round_trip(
+    hipchat: FakeHipChat, room: Installed, counting: CountingStore
+) -> None:
+    expired = sign_jwt(room.oauth_id, room.oauth_secret, now=time.time() - 3600, sub=1001)
+    counting.calls.clear()
+    response = await hipchat.send_message(room, "/echo late", token=expired)
+    assert response is not None and response.status_code == 401
+    assert counting.calls == Counter()
+
+
+STATUSES = [
+    (errors.RequestError, 400),
+    (errors.HostNotAllowed, 400),
+    (errors.QuotaExceeded, 400),
+    (errors.BodyTooLarge, 413),
+    (errors.BodyTimeout, 408),
+    (errors.AuthError, 401),
+    (errors.InvalidJWT, 401),
+    (errors.UnknownInstallation, 401),
+    (errors.Forbidden, 403),
+    (errors.ApprovalRequired, 403),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.UpstreamError, 502),
+    (errors.TokenError, 502),
+    (errors.ClientGone, 502),
+    (errors.StoreUnavailable, 503),
+    (errors.ShuttingDown, 503),
+    (errors.ConfigError, 500),
+]
+
+
+@pytest.mark.parametrize(("kind", "status"), STATUSES, ids=[k.__name__ for k, _ in STATUSES])
+async def test_each_error_answers_the_status_its_class_carries(
+    kind: type[AddonError], status: int
+) -> None:
+    async def fail(request: Request) -> Response:
+        raise kind("what failed and how to fix it")
+
+    app = Starlette(routes=[Route("/", fail)], exception_handlers=exception_handlers())
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/")
+    assert kind.http_status == status
+    assert response.status_code == status
+    assert response.json()["error"]["type"] == kind.__name__
+
+
+async def test_create_room_sends_the_owner_as_a_string() -> None:
+    sent: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        return httpx.Response(201, json={"id": 7, "links": {}})
+
+    transport = httpx.MockTransport(answer)
+    async with HipChatClient("http://hipchat.test/v2/", token="t", transport=transport) as client:
+        await client.create_room("New", owner_user_id=5)
+    assert b'"owner_user_id":"5"' in sent[0].replace(b" ", b"")
+
+
+@pytest.mark.parametrize("getter", ["room", "group", "photo"])
+async def test_an_avatar_redirect_without_location_raises(getter: str) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(302))
+    async with HipChatClient("http://hipchat.test/v2/", token="t", transport=transport) as client:
+        with pytest.raises(errors.UpstreamError, match="no Location"):
+            if getter == "room":
+                await client.get_room_avatar("Ops")
+            elif getter == "group":
+                await client.get_group_avatar(7)
+            else:
+                await client.get_photo(42, "big")
+
+
+async def test_read_and_claim_reads_then_claims_only_what_is_free(store: Store) -> None:
+    # One installation's keys share its hash tag, as Keys builds them (one slot on a cluster).
+    assert await store.read_and_claim("{t}:inst", [("{t}:a", "1", 60)]) == (None, [False])
+    assert await store.get("{t}:a") is None  # nothing is claimed for a missing installation
+    await store.put("{t}:inst", "record")
+    claims: list[tuple[str, str, float | None]] = [("{t}:a", "1", 60), ("{t}:b", "1", None)]
+    assert await store.read_and_claim("{t}:inst", claims) == ("record", [True, True])
+    again: list[tuple[str, str, float | None]] = [("{t}:a", "2", 60), ("{t}:c", "1", 60)]
+    assert await store.read_and_claim("{t}:inst", again) == ("record", [False, True])
+    assert (await store.get("{t}:a"), await store.get("{t}:c")) == ("1", "1")
+    assert await store.read_and_claim("{t}:inst", []) == ("record", [])
+
+
+async def test_a_ui_request_costs_one_round_trip_for_installation_and_jti(
+    hipchat: FakeHipChat, room: Installed, counting: CountingStore
+) -> None:
+    counting.calls.clear()
+    await hipchat.glance(room, "remember-count")
+    assert counting.calls["read_and_claim"] == 1
+    assert counting.calls["put_if_absent"] == counting.calls["put_many_if_absent"] == 0
+
+
+async def test_static_tokens_are_checked_at_start_up(
+    settings: Settings, store: Store, hipchat: FakeHipChat
+) -> None:
+    # Settings accept ROOM:INTEGRATION:TOKEN by shape; a room that is no number is refused by
+    # create_app, before any command runs.
+    bad = dataclasses.replace(settings, static_tokens=("lobby:weather:t0ken",))
+    with pytest.raises(ConfigError, match="ADDON_TOKENS") as caught:
+        make_app(bad, store, hipchat)
+    assert "t0ken" not in str(caught.value)
+
+
+def test_one_rule_for_ids() -> None:
+    assert [id_of(v) for v in (5, "5", "", True, 1.5, None)] == ["5", "5", None, None, None, None]
+    assert [room_id_of(v) for v in (7, "7", "x7", "\u00b2", True, "1" * 19)] == [
+        7,
+        7,
+        None,
+        None,
+        None,
+        None,
+    ]
+    hook = parse_webhook(
+        {
+            "event": "room_message",
+            "item": {
+                "message": {"id": "", "from": {"id": ""}, "message": "/x"},
+                "room": {"id": "3"},
+            },
+        }
+    )
+    assert (hook.message_id, hook.sender, hook.room and hook.room.id) == (None, None, 3)
+
+
+async def test_read_and_claim_loads_its_script_again_after_a_flush(
+    redis_store: Store, redis_url: str
+) -> None:
+    await redis_store.put("{t}:inst", "record")
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await admin.script_flush()
+    finally:
+        await admin.aclose()
+    assert await redis_store.read_and_claim("{t}:inst", [("{t}:k", "1", 60)]) == ("record", [True])
