@@ -32,8 +32,9 @@ __all__ = [
 ]
 
 ALGORITHM = "HS256"
-# HipChat always sends sub and jti too (protocol reference §5.1): ``_claims`` requires them (``sub``
-# may come as ``prn``), since a token without them cannot name a sender nor be accepted only once.
+# HipChat always sends sub and jti too (docs/protocol.md, JWT from HipChat): ``_claims`` requires
+# them (``sub`` may come as ``prn``), since a token without them cannot name a sender nor be
+# accepted only once.
 _REQUIRED = ["iss", "iat", "exp"]
 MAX_LIFETIME = (
     3600.0  # HipChat's tokens are short-lived: exp - iat beyond 1 h (+ leeway) is refused

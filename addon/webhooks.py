@@ -10,8 +10,8 @@ store first.
 Replies: the first reply ready within ``settings.reply_window`` seconds is returned, for the route
 to send as the webhook's 200 JSON response (a synchronous reply); every later one is posted through
 ``Runtime.post_notification``. Each handler runs under ``settings.command_timeout``, and this is
-the one place where ``except Exception`` is allowed (STYLE §E.5): a handler that raises or hangs
-is logged and its room gets a short red notice, and nothing else is affected.
+the one place where ``except Exception`` is allowed (the per-handler boundary): a handler that
+raises or hangs is logged and its room gets a short red notice, and nothing else is affected.
 
 See docs/protocol.md, Webhook payloads and Synchronous replies.
 """
@@ -338,7 +338,7 @@ class Dispatcher:
             delivery.job_done()
 
     async def _guarded(self, job: _Job) -> str:
-        """Run one handler; the per-handler boundary of STYLE §E.5. Returns the outcome."""
+        """Run one handler, at the one place ``except Exception`` is allowed; return its outcome."""
         label, context = job.handler.label, job.context
         timeout = self._runtime.settings.command_timeout
         scope = asyncio.timeout(timeout)

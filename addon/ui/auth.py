@@ -1,10 +1,11 @@
 """Who is calling a UI endpoint: the JWT verified exactly as the webhook route verifies it.
 
-HipChat's client signs glance and page loads (``signed_request``, protocol reference §5.1): HS256
-with the installation's secret, found through the same installation lookup as webhooks, and the
-``jti`` accepted once (``UIAuth.accept_once``, the single call site of the replay claim). A page
-calls back with the JWT the add-on minted for it (``aud`` names its integration, §5.2): reusable
-until it expires, at most ``PAGE_TOKEN_LIFETIME`` after it was issued.
+HipChat's client signs glance and page loads (``signed_request``, see
+docs/protocol.md, JWT from HipChat): HS256 with the installation's secret, found through the same
+installation lookup as webhooks, and the ``jti`` accepted once (``UIAuth.accept_once``, the single
+call site of the replay claim). A page calls back with the JWT the add-on minted for it (``aud``
+names its integration, see docs/protocol.md, JWT from our own pages): reusable until it expires,
+at most ``PAGE_TOKEN_LIFETIME`` after it was issued.
 """
 
 from __future__ import annotations

@@ -147,7 +147,10 @@ def _listed_origin(origin: str, service: UIService) -> bool:
 
 
 async def glance(request: Request) -> Response:
-    """``GET /ui/{integration}/glance/{key}``: glance data JSON, with CORS (§7.1)."""
+    """``GET /ui/{integration}/glance/{key}``: glance data JSON, with CORS.
+
+    The JSON is in docs/protocol.md, Glance data.
+    """
     service = _ui(request)
     integration = service.integration(request.path_params["integration"])
     extension = _extension(integration, "glance", request.path_params["key"])
