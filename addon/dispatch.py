@@ -15,8 +15,8 @@ Replies (``Outbox``): the first reply ready within ``settings.reply_window`` sec
 for the route to send as the webhook's 200 JSON response (a synchronous reply); every later one is
 posted through ``Runtime.post_notification``. Each handler runs under
 ``settings.command_timeout``, and this is the one place where ``except Exception`` is allowed
-(STYLE §E.5): a handler that raises or hangs is logged and its room gets a short red notice, and
-nothing else is affected.
+(the per-handler boundary): a handler that raises or hangs is logged and its room gets a short
+red notice, and nothing else is affected.
 
 See docs/protocol.md, Webhook payloads and Synchronous replies.
 """
@@ -428,7 +428,7 @@ class Dispatcher:
         return True
 
     async def _run(self, job: _Job, outbox: Outbox) -> None:
-        """Run one handler under the command timeout: the per-handler boundary (STYLE §E.5)."""
+        """Run one handler under the command timeout: the per-handler boundary."""
         started, outcome = time.perf_counter(), "cancelled"
         try:
             outcome = await self._guarded(job, outbox)
@@ -438,7 +438,7 @@ class Dispatcher:
             outbox.job_done()
 
     async def _guarded(self, job: _Job, outbox: Outbox) -> str:
-        """Run ``job``; the outcome (``ok``, ``approval``, ``timeout``, ``error``) for metrics."""
+        """Run one handler, at the one place ``except Exception`` is allowed; return its outcome."""
         label, context = job.handler.label, job.context
         timeout = self._runtime.settings.command_timeout
         scope = asyncio.timeout(timeout)

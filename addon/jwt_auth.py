@@ -45,7 +45,7 @@ ALGORITHM = "HS256"
 MAX_LIFETIME = 3600.0
 _MAX_JTI = 128
 _MAX_TIME = 2**53  # an int JSON gives us; beyond this a float comparison is no longer exact
-_MAX_ISSUER = 128  # an oauth_id is at most 128 characters (installations.oauth_id_from)
+_MAX_ISSUER = 128  # longer than any oauth_id (at most 64: installations.oauth_id_from)
 _I = TypeVar("_I", str, int)
 
 

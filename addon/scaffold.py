@@ -81,7 +81,8 @@ def _version() -> str:
 _NEXT_STEPS = """Created {name}/, an add-on project with a /hello command. Next:
 
     cd {name}
-    hipchat-addon check      # validate it
+    pip install -r requirements-dev.txt   # the server, pytest and anyio (in a virtualenv)
+    hipchat-addon dev        # try it in the playground, with a fake HipChat
     hipchat-addon serve      # serve it on http://localhost:8000
-    pytest                   # run its tests (pip install pytest anyio)
+    pytest                   # run its tests
 """

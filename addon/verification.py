@@ -1,4 +1,4 @@
-"""Signed requests, verified with one store round trip (DESIGN §4).
+"""Signed requests, verified with one store round trip per request.
 
 The steps, in order (``jwt_auth`` does the pure parts):
 

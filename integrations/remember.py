@@ -4,9 +4,10 @@ Values live in the integration's storage (``message.storage``), which is kept in
 per installation, so every room of a group-wide installation shares one notebook, and a room
 installation has its own.
 
-The UI half (protocol reference §1.2, §7): a glance counting the notes, a web panel listing them,
-a dialog adding one (also opened by a message action), and a configuration page whose one setting
-(``confirmation``) is what ``/remember`` answers. Templates and icons: ``integrations/remember/``.
+The UI half: a glance counting the notes, a web panel listing them, a dialog adding one (also
+opened by a message action), and a configuration page whose one setting (``confirmation``) is
+what ``/remember`` answers (docs/protocol.md, Glance data and Pages in HipChat). Templates and
+icons: ``integrations/remember/``.
 """
 
 from __future__ import annotations

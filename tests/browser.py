@@ -7,20 +7,25 @@ and skips the test, saying why, when no Chromium is installed.
 with launch() as browser:
     page = browser.new_page()
     page.goto(url)
+
+async with launch_async() as browser:  # the same, for async tests
+    page = await browser.new_page()
 ```
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser as AsyncBrowser
+from playwright.async_api import async_playwright
 from playwright.sync_api import Browser, sync_playwright
 
-__all__ = ["CHROMIUM_ARGS", "find_chromium", "launch"]
+__all__ = ["CHROMIUM_ARGS", "find_chromium", "launch", "launch_async"]
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -41,15 +46,21 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@contextmanager
-def launch() -> Iterator[Browser]:
-    """A headless Chromium, closed afterwards; skips the test when none is installed."""
+def _chromium_or_skip() -> str:
+    """The installed Chromium's path; skips the test, saying how to install one, when none is."""
     executable = find_chromium()
     if executable is None:
         pytest.skip(
             f"Chromium is not installed (looked for {', '.join(_CANDIDATES)} and chromium on "
             "PATH); install Debian's chromium package, as .ci/run does"
         )
+    return executable
+
+
+@contextmanager
+def launch() -> Iterator[Browser]:
+    """A headless Chromium, closed afterwards; skips the test when none is installed."""
+    executable = _chromium_or_skip()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable, args=CHROMIUM_ARGS, headless=True
@@ -58,3 +69,17 @@ def launch() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@asynccontextmanager
+async def launch_async() -> AsyncIterator[AsyncBrowser]:
+    """``launch`` for async tests (Playwright's async API)."""
+    executable = _chromium_or_skip()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

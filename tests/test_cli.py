@@ -528,6 +528,14 @@ def test_new_scaffolds_a_project_that_checks_and_passes_its_own_tests(
     assert (caps["key"], caps["name"]) == ("my-addon", "My Addon")
     assert (project / ".gitignore").is_file() and (project / "Dockerfile").is_file()
     assert "hipchat-addon" in (project / "requirements.txt").read_text()
+    dev_requirements = (project / "requirements-dev.txt").read_text().split()
+    assert {"-r", "requirements.txt", "pytest>=8", "anyio>=4"} <= set(dev_requirements)
+    readme = (project / "README.md").read_text()
+    assert "hipchat-addon dev" in readme and "hipchat-addon serve" in readme
+    assert "from PyPI" in readme and (project / "wheels" / "README.md").is_file()
+    assert "COPY wheels/" in (project / "Dockerfile").read_text()
+    test_file = (project / "tests" / "test_hello.py").read_text()
+    assert "(hipchat: FakeHipChat, addon_app: Starlette)" in test_file
     compose_file = yaml.safe_load((project / "docker-compose.yml").read_text())
     assert compose_file["services"]["addon"]["build"] == "."
     assert (

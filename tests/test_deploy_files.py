@@ -546,6 +546,47 @@ def test_docker_compose_config_accepts_the_files(files: tuple[str, ...]) -> None
     assert result.returncode == 0, result.stderr
 
 
+def readme_override() -> dict[str, Any]:
+    """The ``docker-compose.override.yml`` example of README.md's Docker section, parsed."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```yaml\n(# docker-compose\.override\.yml.*?)^```", text, re.M | re.S)
+    assert len(blocks) == 1, "README.md must show one docker-compose.override.yml example"
+    loaded: dict[str, Any] = yaml.safe_load(blocks[0])
+    return loaded
+
+
+def test_the_readme_override_mounts_the_folders_the_image_reads(tmp_path: Path) -> None:
+    env = dict(
+        word.partition("=")[::2]
+        for i in final_stage()
+        if i.keyword == "ENV"
+        for word in shlex.split(i.args)
+    )
+    mounts = readme_override()["services"]["addon"]["volumes"]
+    assert {m.split(":")[1] for m in mounts} == {
+        env["ADDON_INTEGRATIONS_PATH"],
+        env["ADDON_CAPABILITIES_PATH"],
+    }
+    assert {m.split(":")[0] for m in mounts} == {"./integrations", "./capabilities"}
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(yaml.safe_dump(readme_override()), encoding="utf-8")
+    argv = [
+        *compose_command(),
+        "--project-directory",
+        str(ROOT),
+        "-f",
+        str(ROOT / COMPOSE_FILES[0]),
+    ]
+    result = subprocess.run(
+        [*argv, "-f", str(override), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 # --- scripts and CI ------------------------------------------------------------------------------
 
 

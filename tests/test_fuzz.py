@@ -1,4 +1,5 @@
-"""Property-based fuzzing of every door HipChat or a browser can knock on (DESIGN §5).
+"""Property-based fuzzing of every door HipChat or a browser can knock on (the invariant: every bad
+input gets a 4xx, a 500 is a bug).
 
 For each input the add-on must answer below 500, and an input it refuses must leave the store as
 it was. The app runs on the SQLite store with one room installation; each property keeps its

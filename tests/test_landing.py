@@ -261,7 +261,13 @@ def test_the_landing_page_in_a_browser(tmp_path: Path) -> None:
         commands = page.locator("#commands .command")
         assert commands.first.is_visible()
         assert "/echo <text>" in commands.all_inner_texts()[1]
+        # The UI extensions integrations/remember.py declares are listed, each under its kind.
+        cards = [" ".join(card.split()) for card in page.locator(".extension").all_inner_texts()]
+        for kind, name in [("Glances", "Notes"), ("Web panels", "Notes"), ("Dialogs", "Remember")]:
+            assert any(card.startswith(kind) and card.endswith(name) for card in cards), cards
         page.screenshot(path=tmp_path / "landing.png", full_page=True)
+        if os.environ.get("ADDON_TEST_SCREENSHOTS"):  # to refresh the README's screenshot
+            page.screenshot(path=REPO / "docs" / "landing.png", full_page=True)
 
         page.fill("input[name=room]", "Ops & Dev")
         page.click("form.install button[type=submit]")

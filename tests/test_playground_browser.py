@@ -20,18 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser import launch
 from tests.helpers import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TROUBLE = """
 from addon import Integration, RoomMessage
 
@@ -48,14 +41,6 @@ async def whoami(message: RoomMessage) -> None:
     user = await (await message.user_client()).get_user(message.sender.id)
     await message.reply(f"you are user {user['id']}")
 """
-
-
-def _chromium() -> str:
-    for candidate in ("/usr/bin/chromium", "chromium", "chromium-browser"):
-        found = shutil.which(candidate)
-        if found:
-            return found
-    pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does it)")
 
 
 def _integrations(folder: Path) -> Path:
@@ -111,58 +96,53 @@ def playground(tmp_path: Path, unused_port: int) -> Iterator[str]:
 
 
 def test_a_room_in_the_browser(playground: str, tmp_path: Path) -> None:
-    executable = _chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 760})
-            page.goto(playground)
-            page.locator("#install").get_by_role("button", name="Install").click()
-            messages = page.locator("#messages")
-            expect(messages).to_contain_text("Installed (room 1, server-side flow)")
-            expect(page.locator(".glance")).to_contain_text("0 notes")
+    with launch() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 760})
+        page.goto(playground)
+        page.locator("#install").get_by_role("button", name="Install").click()
+        messages = page.locator("#messages")
+        expect(messages).to_contain_text("Installed (room 1, server-side flow)")
+        expect(page.locator(".glance")).to_contain_text("0 notes")
 
-            composer = page.locator("#composer input[name=text]")
-            composer.fill("/boom")
-            composer.press("Enter")
-            expect(messages.locator(".color-red")).to_contain_text("/boom failed")
+        composer = page.locator("#composer input[name=text]")
+        composer.fill("/boom")
+        composer.press("Enter")
+        expect(messages.locator(".color-red")).to_contain_text("/boom failed")
 
-            composer.fill("/whoami")
-            composer.press("Enter")
-            link = messages.locator("a[href*='/oauth/approve']").last
-            with page.context.expect_page() as opened:
-                link.click()
-            consent = opened.value
-            expect(consent.get_by_text("User 1001")).to_be_visible()
-            consent.get_by_role("link", name="Approve").click()
-            expect(consent.get_by_role("heading", name="Approved")).to_be_visible()
-            consent.close()
-            composer.fill("/whoami")
-            composer.press("Enter")
-            expect(messages).to_contain_text("you are user 1001")
+        composer.fill("/whoami")
+        composer.press("Enter")
+        link = messages.locator("a[href*='/oauth/approve']").last
+        with page.context.expect_page() as opened:
+            link.click()
+        consent = opened.value
+        expect(consent.get_by_text("User 1001")).to_be_visible()
+        consent.get_by_role("link", name="Approve").click()
+        expect(consent.get_by_role("heading", name="Approved")).to_be_visible()
+        consent.close()
+        composer.fill("/whoami")
+        composer.press("Enter")
+        expect(messages).to_contain_text("you are user 1001")
 
-            composer.fill("/remember standup 9:30 in the blue room")
-            composer.press("Enter")
-            page.get_by_title("Load the glances again").click()
-            expect(page.locator(".glance")).to_contain_text("1 note")
-            page.locator(".glance-button").click()
-            panel = page.frame_locator("#panel")
-            expect(panel.get_by_text("9:30 in the blue room")).to_be_visible()
+        composer.fill("/remember standup 9:30 in the blue room")
+        composer.press("Enter")
+        page.get_by_title("Load the glances again").click()
+        expect(page.locator(".glance")).to_contain_text("1 note")
+        page.locator(".glance-button").click()
+        panel = page.frame_locator("#panel")
+        expect(panel.get_by_text("9:30 in the blue room")).to_be_visible()
 
-            composer.fill("/echo hello")
-            composer.press("Enter")
-            expect(messages.locator(".notification .text").last).to_have_text("hello", timeout=2000)
-            composer.fill("/card Deploy to production")
-            composer.press("Enter")
-            expect(messages.locator(".card").last).to_contain_text("Deploy to production")
-            webhook = page.locator("#log details").filter(has_text="POST /webhook/").first
-            webhook.locator("summary").click()
-            expect(webhook.locator("pre")).to_contain_text('"sub": 1001')
+        composer.fill("/echo hello")
+        composer.press("Enter")
+        expect(messages.locator(".notification .text").last).to_have_text("hello", timeout=2000)
+        composer.fill("/card Deploy to production")
+        composer.press("Enter")
+        expect(messages.locator(".card").last).to_contain_text("Deploy to production")
+        webhook = page.locator("#log details").filter(has_text="POST /webhook/").first
+        webhook.locator("summary").click()
+        expect(webhook.locator("pre")).to_contain_text('"sub": 1001')
 
-            page.screenshot(path=str(tmp_path / "playground.png"))
-            if os.environ.get("ADDON_TEST_SCREENSHOTS"):
-                page.screenshot(path=str(REPO / "docs" / "playground.png"))
-        finally:
-            browser.close()
+        page.screenshot(path=str(tmp_path / "playground.png"))
+        if os.environ.get("ADDON_TEST_SCREENSHOTS"):
+            page.screenshot(path=str(REPO / "docs" / "playground.png"))

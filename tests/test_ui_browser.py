@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,26 +21,10 @@ import httpx
 import pytest
 
 from addon.testing import FakeHipChat
+from tests.browser import launch_async
 from tests.helpers import REPO
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser, pytest.mark.e2e]
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str:
-    for candidate in ("/usr/bin/chromium", "chromium", "chromium-browser"):
-        found = shutil.which(candidate)
-        if found:
-            return found
-    pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does it)")
 
 
 def _serve(tmp_path: Path, hipchat: FakeHipChat, port: int) -> subprocess.Popen[bytes]:
@@ -91,9 +74,6 @@ async def served_addon(
 async def test_the_configuration_page_changes_what_a_command_says(
     served_addon: httpx.AsyncClient, live_hipchat: FakeHipChat, tmp_path: Path
 ) -> None:
-    executable = _chromium()
-    from playwright.async_api import async_playwright
-
     shots = Path(os.environ.get("ADDON_TEST_SCREENSHOTS") or tmp_path)
     room = await live_hipchat.install(served_addon, room_id=1)
     await live_hipchat.send_message(room, "/remember standup 9:30 in the blue room")
@@ -103,22 +83,18 @@ async def test_the_configuration_page_changes_what_a_command_says(
     def signed(url: str) -> str:
         return f"{url}?{urlencode({'signed_request': live_hipchat.signed_request(room)})}"
 
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 480, "height": 320})
-            await page.goto(signed(configure))
-            field = page.get_by_label("Reply")
-            assert await field.input_value() == "Remembered"
-            await field.fill("Noted in the browser:")
-            await page.get_by_role("button", name="Save").click()
-            await page.get_by_role("status").filter(has_text="Saved").wait_for(timeout=10_000)
-            await page.screenshot(path=str(shots / "configuration.png"))
-            await page.goto(signed(panel))
-            await page.get_by_text("9:30 in the blue room").wait_for(timeout=10_000)
-            await page.screenshot(path=str(shots / "panel.png"))
-        finally:
-            await browser.close()
+    async with launch_async() as browser:
+        page = await browser.new_page(viewport={"width": 480, "height": 320})
+        await page.goto(signed(configure))
+        field = page.get_by_label("Reply")
+        assert await field.input_value() == "Remembered"
+        await field.fill("Noted in the browser:")
+        await page.get_by_role("button", name="Save").click()
+        await page.get_by_role("status").filter(has_text="Saved").wait_for(timeout=10_000)
+        await page.screenshot(path=str(shots / "configuration.png"))
+        await page.goto(signed(panel))
+        await page.get_by_text("9:30 in the blue room").wait_for(timeout=10_000)
+        await page.screenshot(path=str(shots / "panel.png"))
 
     await live_hipchat.send_message(room, "/remember lunch noon")
     assert live_hipchat.notifications(1)[-1] == "Noted in the browser: lunch."

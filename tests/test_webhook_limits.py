@@ -250,3 +250,9 @@ def test_the_head_timer_spares_a_request_whose_head_arrived(served: int) -> None
         assert _read_one_response(waiting).startswith(b"HTTP/1.1 200 OK")
         waiting.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # kept alive: a second one
         assert _read_one_response(waiting).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_serve_bounds_concurrency_and_idle_keep_alive(settings: Settings) -> None:
+    # Past the bound uvicorn answers 503 at once rather than queueing (README, Security).
+    options = uvicorn_options(settings)
+    assert (options["limit_concurrency"], options["timeout_keep_alive"]) == (1000, 5)

@@ -77,7 +77,7 @@ class Store(Protocol):
         """The value at ``key`` and, when there is one, each ``(key, value, ttl)`` of ``claims``
         stored only when its key holds nothing: one atomic step, one round trip.
 
-        A signed request's installation read plus its ``jti`` and message-id claims (DESIGN §4).
+        A signed request's installation read plus its ``jti`` and message-id claims: one round trip.
         When ``key`` holds nothing, nothing is claimed and the list is all False.
         """
         ...

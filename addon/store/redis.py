@@ -1,6 +1,7 @@
 """The production store: Redis through ``redis.asyncio`` (Redis 6.2 or newer, for GETDEL).
 
-Every replica shares it, so locks, single-use values and TTLs hold across processes (DESIGN §4).
+Every replica shares it, so locks, single-use values and TTLs hold across processes: replicas
+keep no state of their own.
 One server, Sentinel (every command on the current master) or Cluster: see ``urls.py`` for the
 URLs and docs/store.md for the hash tags that keep each atomic operation in one cluster slot.
 """

@@ -1,9 +1,9 @@
 """The HipChat client's side of UI extensions, for ``FakeHipChat``: load glances and pages.
 
 HipChat's client GETs a glance's ``queryUrl`` and a page's ``url`` with ``?signed_request=<jwt>``
-(protocol reference §5.1, §7). A loaded page can then call its add-on with the JWT the add-on
-minted for it (``LoadedPage.call``), as its own JavaScript would. Glance pushes the add-on made
-are read back from the fake REST API (``glance_pushes``).
+(docs/protocol.md, JWT transport and Pages in HipChat). A loaded page can then call its add-on
+with the JWT the add-on minted for it (``LoadedPage.call``), as its own JavaScript would. Glance
+pushes the add-on made are read back from the fake REST API (``glance_pushes``).
 
 ```python
 installed = await hipchat.install(addon, room_id=1)
@@ -80,7 +80,10 @@ class LoadedPage:
 
 @dataclasses.dataclass(frozen=True)
 class GlancePush:
-    """One glance update the add-on pushed (§7.2): where to, the glances and the bearer token."""
+    """One glance update the add-on pushed: where to, the glances and the bearer token.
+
+    See docs/protocol.md, Glance updates.
+    """
 
     room: str | None
     user: str | None

@@ -1,4 +1,6 @@
-"""The descriptor entries of the UI extensions every loaded integration declared (§1.2).
+"""The descriptor entries of the UI extensions every loaded integration declared.
+
+Their shape is in docs/protocol.md, Descriptor capabilities.
 
 ``descriptor_entries`` makes their URLs absolute (``/ui/{integration}/...``, icons under
 ``/static/{integration}/``) and checks what only the whole add-on can tell: keys unique per kind,

@@ -1,4 +1,4 @@
-"""UI extensions declared in Python, beside commands (protocol reference §1.2).
+"""UI extensions declared in Python, beside commands (docs/protocol.md, Descriptor capabilities).
 
 ``UIDeclarations`` is the part of ``Integration`` that declares glances, web panels, dialogs,
 actions, external pages, the configuration page, settings and page APIs. Each decorator validates
@@ -132,7 +132,10 @@ class UIDeclarations:
         conditions: Sequence[Mapping[str, Any]] = (),
         weight: int = 100,
     ) -> Callable[[_F], _F]:
-        """Declare a sidebar glance; the handler returns a ``Glance`` (§7.1)."""
+        """Declare a sidebar glance; the handler returns a ``Glance``.
+
+        See docs/protocol.md, Glance data.
+        """
         where = f"Integration {self.key!r}, glance {key!r}"
         found = icon_of(icon, where) if _typed(icon, where) else None
         extra = {"icon": found, "target": target, "conditions": tuple(conditions)}

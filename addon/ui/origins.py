@@ -3,7 +3,8 @@
 HipChat's web client runs on the installation's host (``www.hipchat.com`` or a group's own
 ``<group>.hipchat.com`` for cloud, the server's host otherwise); the API host is
 ``api.hipchat.com``. Derived from the installation's ``capabilitiesUrl`` and ``apiUrl``; an
-``api.`` host also admits its sibling subdomains (protocol reference §7.1, [inferred]: lenient).
+``api.`` host also admits its sibling subdomains ([inferred], lenient: see docs/protocol.md,
+Glance data).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """``UIRequest``: what a UI handler gets, and the JWTs the add-on mints for its own pages.
 
-HipChat loads glances and pages with ``signed_request`` (protocol reference §5.1). A page then
-calls back to the add-on with a JWT the add-on minted for it (§5.2): HS256, for the same user and
-room, valid ``PAGE_TOKEN_LIFETIME`` seconds, and with ``aud`` naming the integration, so that it
-opens that integration's APIs and nothing else. Its key is derived from the installation's
+HipChat loads glances and pages with ``signed_request`` (docs/protocol.md, JWT from HipChat). A
+page then calls back to the add-on with a JWT the add-on minted for it (see docs/protocol.md,
+JWT from our own pages): HS256, for the same user and room, valid ``PAGE_TOKEN_LIFETIME``
+seconds, and with ``aud`` naming the integration, so that it opens that integration's APIs and
+nothing else. Its key is derived from the installation's
 secret (``page_key``), not the secret itself: a page's token can then never pass as a JWT from
 HipChat (a forged webhook "from" the page's user, say).
 """
@@ -73,7 +74,9 @@ def mint_page_token(
 
 
 class GlancePusher:
-    """Pushes new glance content to HipChat clients (§7.2) with the add-on token.
+    """Pushes new glance content to HipChat clients with the add-on token.
+
+    The request is in docs/protocol.md, Glance updates.
 
     ```python
     await request.glances.update("notes", Glance("3 notes"), room=request.room_id)
@@ -108,7 +111,10 @@ class GlancePusher:
 
 
 class DynamicExtensions:
-    """Add or remove extensions at run time, in one room or group-wide (§7.2)."""
+    """Add or remove extensions at run time, in one room or group-wide.
+
+    See docs/protocol.md, Dynamic extensions.
+    """
 
     def __init__(self, client: HipChatClient) -> None:
         self._client = client
@@ -121,7 +127,10 @@ class DynamicExtensions:
         *,
         room: int | str | None = None,
     ) -> None:
-        """Add (or replace) the ``kind`` extension ``key`` described by ``entry`` (a §1.2 entry)."""
+        """Add (or replace) the ``kind`` extension ``key`` described by ``entry``.
+
+        ``entry`` has the descriptor's shape (docs/protocol.md, Descriptor capabilities).
+        """
         method = getattr(self._client, _method("create", kind, room))
         await (method(key, entry) if room is None else method(room, key, entry))
 

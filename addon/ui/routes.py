@@ -154,7 +154,10 @@ def _listed_origin(origin: str, service: UIService) -> bool:
 
 
 async def glance(service: UIService, request: Request) -> Response:
-    """``GET /ui/{integration}/glance/{key}``: glance data JSON, with CORS (§7.1)."""
+    """``GET /ui/{integration}/glance/{key}``: glance data JSON, with CORS.
+
+    The JSON is in docs/protocol.md, Glance data.
+    """
     integration = service.integration(request.path_params["integration"])
     extension = _extension(integration, "glance", request.path_params["key"])
     if request.method == "OPTIONS":

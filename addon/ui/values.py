@@ -1,9 +1,10 @@
 """The values UI handlers return: ``Glance`` (with ``Lozenge`` or ``Icon`` status) and ``Page``.
 
-A glance handler returns a ``Glance``; the add-on answers HipChat's client with its JSON (protocol
-reference §7.1). Page handlers (web panels, dialogs, external and configuration pages) return a
-``Page``: a Jinja2 template of the integration's ``templates/`` folder and its context, rendered
-with autoescaping inside the add-on's page frame (§7.3).
+A glance handler returns a ``Glance``; the add-on answers HipChat's client with its JSON (see
+docs/protocol.md, Glance data). Page handlers (web panels, dialogs, external and configuration
+pages) return a ``Page``: a Jinja2 template of the integration's ``templates/`` folder and its
+context, rendered with autoescaping inside the add-on's page frame (see docs/protocol.md,
+Pages in HipChat).
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class Lozenge:
 
 @dataclasses.dataclass(frozen=True)
 class Glance:
-    """What a glance shows (§7.1): a label, an optional status and metadata for conditions.
+    """What a glance shows: a label, an optional status and metadata for conditions.
+
+    The JSON it becomes is in docs/protocol.md, Glance data.
 
     ```python
     return Glance(f"<b>{count}</b> notes", html=True, status=Lozenge("NEW", "new"))
