@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING
 
 from addon.errors import ConfigError
 from addon.settings import Secret
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 __all__ = ["Sealer"]
 
@@ -27,6 +29,9 @@ class Sealer:
     def __init__(self, secret_key: Secret | None) -> None:
         self._fernet: Fernet | None = None
         if secret_key is not None:
+            # Imported only when a key is set: cryptography costs start-up time otherwise.
+            from cryptography.fernet import Fernet
+
             digest = hashlib.sha256(secret_key.value.encode()).digest()
             self._fernet = Fernet(base64.urlsafe_b64encode(digest))
 
@@ -51,6 +56,8 @@ class Sealer:
             raise ConfigError(
                 "The store holds encrypted secrets but ADDON_SECRET_KEY is not set; set it"
             )
+        from cryptography.fernet import InvalidToken  # loaded with the key, in __init__
+
         try:
             return self._fernet.decrypt(stored[len(_SEALED) :].encode()).decode()
         except InvalidToken as exc:

@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.templating import Jinja2Templates
 
 from addon.errors import AddonError, AuthError, Forbidden, NotFound
 from addon.hosts import HostPolicy
@@ -36,6 +34,8 @@ from addon.ui.values import Glance, Page
 from addon.verification import Verifier
 
 if TYPE_CHECKING:
+    from starlette.templating import Jinja2Templates
+
     from addon.context import Runtime
     from addon.integrations import Integration
 
@@ -74,6 +74,10 @@ class UIService:
     def templates(self, integration: Integration) -> Jinja2Templates:
         """The integration's templates, with the built-in ``_addon/`` ones (autoescaped)."""
         if integration.key not in self._templates:
+            # Loaded on the first page, not at start-up: jinja2 is most of addon.ui's import time.
+            import jinja2
+            from starlette.templating import Jinja2Templates
+
             loader = jinja2.ChoiceLoader(
                 [
                     jinja2.FileSystemLoader(integration.templates_dir),
@@ -246,7 +250,9 @@ async def _render(
         "config": await ui_request.config() if integration.settings_fields else {},
         **result.context,
     }
-    templates = service.templates(integration)
+    templates = service.templates(integration)  # jinja2 is loaded from here on
+    import jinja2
+
     try:
         return templates.TemplateResponse(
             request, result.template, context, headers=_page_headers(installation)
