@@ -9,14 +9,9 @@ and traffic keeps flowing when a replica is stopped.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,12 +23,11 @@ import redis
 
 from addon.testing import FakeHipChat
 from addon.testing.fake import Installed
+from bench.cluster_kit import find_nginx, start_nginx, start_replica, wait_ready
 from tests.conftest import _free_port, _stop
-from tests.helpers import REPO
 
 pytestmark = [pytest.mark.anyio, pytest.mark.system]
 
-TEMPLATE = REPO / "deploy" / "nginx" / "addon.conf.template"
 REPLICAS = 3
 
 # Each command appends "<pid> <args>" to a file: which replica ran it, and how many times.
@@ -51,42 +45,6 @@ TALLY = """
             file.write(f"{os.getpid()} {message.args}\\n")
         return f"counted {message.args}"
 """
-
-
-def envsubst(template: str, values: dict[str, str]) -> str:
-    """What the nginx image's entrypoint does: fill ``${NAME}`` for the given names only."""
-    for name, value in values.items():
-        template = template.replace(f"${{{name}}}", value)
-    assert "${ADDON_" not in template, "the template has a placeholder nobody fills"
-    return template
-
-
-def nginx_conf(workdir: Path, port: int, upstreams: list[int]) -> Path:
-    """A main nginx.conf for a non-root run in ``workdir`` that includes the filled template."""
-    servers = " ".join(f"server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in upstreams)
-    values = {"ADDON_UPSTREAM_SERVERS": servers, "ADDON_PROXY_PORT": f"127.0.0.1:{port}"}
-    (workdir / "addon.conf").write_text(envsubst(TEMPLATE.read_text(), values))
-    temp = {name: workdir / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
-    paths = "\n".join(f"    {name}_temp_path {path};" for name, path in temp.items())
-    # As root, nginx's workers would switch to `nobody`, who cannot write to pytest's tmp dir.
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    main = (
-        f"{user}daemon off;\nworker_processes 1;\npid {workdir / 'nginx.pid'};\n"
-        f"error_log {workdir / 'error.log'} warn;\n"
-        "events { worker_connections 256; }\n"
-        f"http {{\n    access_log {workdir / 'access.log'};\n{paths}\n"
-        f"    include {workdir / 'addon.conf'};\n}}\n"
-    )
-    conf = workdir / "nginx.conf"
-    conf.write_text(main)
-    return conf
-
-
-def start_nginx(
-    executable: str, workdir: Path, port: int, upstreams: list[int]
-) -> subprocess.Popen[bytes]:
-    conf = nginx_conf(workdir, port, upstreams)
-    return subprocess.Popen([executable, "-p", str(workdir), "-c", str(conf)])
 
 
 @dataclass
@@ -107,7 +65,7 @@ class Cluster:
 
 @pytest.fixture
 def nginx() -> str:
-    executable = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    executable = find_nginx()
     if executable is None:
         pytest.skip("nginx is not installed (apt-get install nginx-light); .ci/run installs it")
     return executable
@@ -124,37 +82,6 @@ def redis_db(redis_server: str) -> Iterator[str]:
     client.close()
 
 
-def start_replica(
-    tmp_path: Path, hipchat: FakeHipChat, port: int, public_url: str, store_url: str
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "ADDON_BASE_URL": public_url,
-        "ADDON_STORE_URL": store_url,
-        "ADDON_HIPCHAT_HOSTS": hipchat.base_url.removeprefix("http://"),
-        "ADDON_INTEGRATIONS_PATH": str(tmp_path / "integrations"),
-        "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
-        "ADDON_LOG_LEVEL": "warning",
-        "TALLY_FILE": str(tmp_path / "tally.txt"),
-    }
-    command = [sys.executable, "-m", "addon", "serve", "--port", str(port)]
-    return subprocess.Popen(command, cwd=tmp_path, env=env)
-
-
-async def wait_ready(url: str, processes: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 20
-    async with httpx.AsyncClient() as client:
-        while True:
-            assert all(p.poll() is None for p in processes), "a process exited early"
-            try:
-                if (await client.get(f"{url}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"{url} did not become ready"
-            await asyncio.sleep(0.1)
-
-
 @pytest.fixture
 async def cluster(
     tmp_path: Path, nginx: str, redis_db: str, live_hipchat: FakeHipChat
@@ -163,7 +90,8 @@ async def cluster(
     (tmp_path / "integrations" / "tally.py").write_text(textwrap.dedent(TALLY))
     proxy_port, ports = _free_port(), [_free_port() for _ in range(REPLICAS)]
     url = f"http://127.0.0.1:{proxy_port}"
-    replicas = [start_replica(tmp_path, live_hipchat, p, url, redis_db) for p in ports]
+    tally = {"TALLY_FILE": str(tmp_path / "tally.txt")}
+    replicas = [start_replica(tmp_path, live_hipchat, p, url, redis_db, tally) for p in ports]
     proxy = None
     try:
         proxy = start_nginx(nginx, tmp_path, proxy_port, ports)

@@ -650,14 +650,19 @@ def ci(tmp_path: Path) -> CiSandbox:
     return CiSandbox(_copy_script(".ci/run", repo), bin_, tmp_path / "calls.log")
 
 
-_TOOLS = ("redis-server", "nginx", "chromium")
-_PACKAGES = {"redis-server": "redis-server", "nginx": "nginx-light", "chromium": "chromium"}
+_TOOLS = ("redis-server", "nginx", "chromium", "docker-compose")
+_PACKAGES = {
+    "redis-server": "redis-server",
+    "nginx": "nginx-light",
+    "chromium": "chromium",
+    "docker-compose": "docker-compose",
+}
 
 
 @pytest.mark.parametrize(
     "missing",
-    [("redis-server", "nginx", "chromium"), ("redis-server",), ("nginx",), ("chromium",)],
-    ids=["all-missing", "redis-missing", "nginx-missing", "chromium-missing"],
+    [_TOOLS, ("redis-server",), ("nginx",), ("chromium",), ("docker-compose",)],
+    ids=["all-missing", "redis-missing", "nginx-missing", "chromium-missing", "compose-missing"],
 )
 def test_ci_installs_what_is_missing_with_one_apt_update(
     ci: CiSandbox, missing: tuple[str, ...]
@@ -683,10 +688,42 @@ def test_ci_installs_what_is_missing_with_one_apt_update(
 def test_ci_runs_the_tests_when_chromium_cannot_be_installed(ci: CiSandbox) -> None:
     _stub(ci.bin / "redis-server", "exit 0")
     _stub(ci.bin / "nginx", "exit 0")
+    _stub(ci.bin / "docker-compose", "exit 0")
     _stub(ci.bin / "apt-get", 'echo "apt-get $*" >> "$LOG"; exit 100')
     result = ci()
     assert result.returncode == 0, result.stderr
     assert "browser tests will be skipped" in result.stderr
+    assert "compose-config test will be skipped" not in result.stderr
+    assert ci.calls()[-1] == "scripts/test [] CI=true"
+
+
+def test_ci_runs_the_tests_when_docker_compose_cannot_be_installed(ci: CiSandbox) -> None:
+    for tool in ("redis-server", "nginx", "chromium"):
+        _stub(ci.bin / tool, "exit 0")
+    _stub(ci.bin / "apt-get", 'echo "apt-get $*" >> "$LOG"; exit 100')
+    result = ci()
+    assert result.returncode == 0, result.stderr
+    assert "compose-config test will be skipped" in result.stderr
+    assert "browser tests will be skipped" not in result.stderr
+    assert ci.calls()[-1] == "scripts/test [] CI=true"
+
+
+@pytest.mark.parametrize(
+    ("plugin", "installs"), [(True, False), (False, True)], ids=["plugin", "no-plugin"]
+)
+def test_ci_takes_the_docker_compose_plugin_for_docker_compose(
+    ci: CiSandbox, plugin: bool, installs: bool
+) -> None:
+    for tool in ("redis-server", "nginx", "chromium"):
+        _stub(ci.bin / tool, "exit 0")
+    # `docker compose version` succeeds only when the plugin is there.
+    _stub(ci.bin / "docker", f'[[ "$*" == "compose version" ]] && exit {0 if plugin else 1}')
+    result = ci()
+    assert result.returncode == 0, result.stderr
+    install = (
+        "apt-get install -y --no-install-recommends docker-compose DEBIAN_FRONTEND=noninteractive"
+    )
+    assert (install in ci.calls()) is installs
     assert ci.calls()[-1] == "scripts/test [] CI=true"
 
 

@@ -150,6 +150,8 @@ class FakeHipChat(UIClientSide):
         self.capabilities_raw: bytes | None = None
         self.capabilities_delay = 0.0
         self.token_failures: list[int] = []
+        self.token_outage: int | None = None
+        """While set, every token request answers this status (an outage window)."""
         self.token_delay = 0.0
         self._installables: dict[str, dict[str, Any]] = {}
         self.approving_user = "1"
@@ -402,6 +404,8 @@ class FakeHipChat(UIClientSide):
         if self.token_failures:
             status = self.token_failures.pop(0)
             return _error(status, "Injected failure", "Failure")
+        if self.token_outage is not None:
+            return _error(self.token_outage, "Injected outage", "Failure")
         client = self._authenticate(call.headers.get("authorization", ""))
         if client is None:
             return _error(401, "Invalid OAuth client credentials", "Unauthorized")
