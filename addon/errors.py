@@ -161,7 +161,14 @@ class HipChatAPIError(UpstreamError):
 
 
 class TokenError(UpstreamError):
-    """The token endpoint refused a request or could not be reached."""
+    """The token endpoint refused a request or could not be reached.
+
+    ``retry_after`` is the endpoint's own ``Retry-After`` in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ClientGone(TokenError):

@@ -53,6 +53,11 @@ DEFAULT_MARGIN = 120.0
 LOCK_TTL = 30.0
 #: The most a token response may hold once decoded; HipChat's are well under 1 KiB.
 MAX_TOKEN_BYTES = 64 * 1024
+#: After the token endpoint failed, nobody asks it again for this long (or its Retry-After,
+#: at most MAX_BACKOFF): a sick endpoint sees one request per installation per back-off, not one
+#: per command.
+DEFAULT_BACKOFF = 5.0
+MAX_BACKOFF = 60.0
 _USER_GRANTS = frozenset({"authorization_code", "refresh_token"})
 
 
@@ -109,7 +114,9 @@ async def fetch_token(
     try:
         # httpx times each read on its own (and ASGITransport not at all): bound the whole call.
         async with asyncio.timeout(request_deadline(http)):
-            status, body = await _post_capped(http, installation.token_url, form, auth, where)
+            status, body, retry_after = await _post_capped(
+                http, installation.token_url, form, auth, where
+            )
     except (httpx.HTTPError, httpx.InvalidURL, TimeoutError, HostNotAllowed) as exc:
         raise TokenError(f"{where} could not be reached ({type(exc).__name__})") from exc
     if grant in _USER_GRANTS and status in (400, 401):
@@ -117,22 +124,31 @@ async def fetch_token(
     if status == 401:
         raise ClientGone(f"{where} refused the client credentials; was the add-on uninstalled?")
     if status != 200:
-        raise TokenError(f"{where} answered {status} to a {grant} grant")
+        raise TokenError(f"{where} answered {status} to a {grant} grant", retry_after=retry_after)
     return _parse_token(body, now=now, where=where)
 
 
 async def _post_capped(
     http: httpx.AsyncClient, url: str, form: Mapping[str, str], auth: httpx.Auth, where: str
-) -> tuple[int, bytes]:
-    """POST ``form``; the status, and the body of a 200 (at most ``MAX_TOKEN_BYTES`` decoded)."""
+) -> tuple[int, bytes, float | None]:
+    """POST ``form``: the status, the body of a 200 (at most ``MAX_TOKEN_BYTES`` decoded), and
+    the answer's ``Retry-After`` in seconds when it is a number."""
     async with http.stream("POST", url, data=dict(form), auth=auth) as response:
         if response.status_code != 200:
-            return response.status_code, b""
+            return response.status_code, b"", _retry_after(response.headers.get("retry-after"))
 
         def too_large(reason: str) -> TokenError:
             return TokenError(f"{where} sent a token response we refuse: {reason}")
 
-        return 200, await read_capped(response, max_bytes=MAX_TOKEN_BYTES, error=too_large)
+        body = await read_capped(response, max_bytes=MAX_TOKEN_BYTES, error=too_large)
+        return 200, body, None
+
+
+def _retry_after(value: str | None) -> float | None:
+    # Only the delta-seconds form: an HTTP date from a token endpoint is not worth parsing.
+    if value is None or not value.strip().isascii() or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def request_deadline(http: httpx.AsyncClient) -> float | None:
@@ -179,12 +195,14 @@ class TokenService:
         http: httpx.AsyncClient,
         *,
         margin: float = DEFAULT_MARGIN,
+        backoff: float = DEFAULT_BACKOFF,
         now: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
     ) -> None:
         self.store, self.keys, self.sealer, self.http = store, keys, sealer, http
         self.metrics = metrics or Metrics()
         self.margin = margin
+        self.backoff = backoff
         self.now = now
         # One lock per key while someone waits on it; idle locks go away with their last user.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -213,7 +231,13 @@ class TokenService:
                 cached = await self._cached(key)
                 if cached is not None:
                     return cached
-                return await self._refresh(installation, wanted, key)
+                backoff_key = self.keys.token_backoff(installation.oauth_id, wanted)
+                if await self.store.get(backoff_key) is not None:
+                    raise TokenError(
+                        f"The token endpoint of {installation.oauth_id!r} failed moments ago; "
+                        "try again shortly"
+                    )
+                return await self._refresh(installation, wanted, key, backoff_key)
 
     async def grant(self, installation: Installation, form: Mapping[str, str]) -> AccessToken:
         """POST one grant to ``installation``'s token endpoint (``fetch_token`` on our client)."""
@@ -257,20 +281,21 @@ class TokenService:
         return token if token.expires_at > self.now() else None
 
     async def _refresh(
-        self, installation: Installation, scopes: tuple[str, ...], key: str
+        self, installation: Installation, scopes: tuple[str, ...], key: str, backoff_key: str
     ) -> AccessToken:
         form = client_credentials(scopes)
+        # Markers are written only while the installation exists: an uninstall (which HipChat's
+        # 401 often means) that finished meanwhile must not find one left behind.
+        guard = self.keys.installation(installation.oauth_id)
         try:
             token = await self.grant(installation, form)
         except ClientGone:
-            # Only while the installation exists: an uninstall (which HipChat's 401 often means)
-            # that finished meanwhile must not find this marker left behind.
-            await self.store.put_guarded(
-                self.keys.client_gone(installation.oauth_id),
-                "1",
-                guard=self.keys.installation(installation.oauth_id),
-                ttl=86400,
-            )
+            client_gone = self.keys.client_gone(installation.oauth_id)
+            await self.store.put_guarded(client_gone, "1", guard=guard, ttl=86400)
+            raise
+        except TokenError as exc:  # the endpoint is sick or slow: back off, on every replica
+            wait = min(max(exc.retry_after or self.backoff, 1.0), MAX_BACKOFF)
+            await self.store.put_guarded(backoff_key, "1", guard=guard, ttl=wait)
             raise
         if not token.scopes:
             token = dataclasses.replace(token, scopes=scopes)

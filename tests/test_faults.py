@@ -216,6 +216,14 @@ async def room(
         yield await hipchat.install(addon, room_id=1)
 
 
+async def end_backoff(app: Starlette, room: Installed) -> None:
+    """What waiting out the token back-off does (test_tokens covers the back-off itself)."""
+    addon = addon_of(app)
+    keys = await addon.store.scan(addon.keys.token_backoff(room.oauth_id, ()))
+    assert keys, "a failed token request left no back-off"
+    await addon.store.delete(*keys)
+
+
 async def forget_tokens(app: Starlette, room: Installed) -> None:
     addon = addon_of(app)
     keys = await addon.store.scan(addon.keys.token(room.oauth_id, ()))
@@ -256,6 +264,7 @@ async def test_without_a_cached_token_the_room_is_told_and_it_heals(
     assert hipchat.token_requests(), "the add-on never asked for a token"
 
     heal(hipchat)
+    await end_backoff(token_app, room)
     healed = await hipchat.send_message(room, "/room")
     assert healed is not None and healed.status_code == 200
     assert healed.json()["message"] == "room 1 ok"

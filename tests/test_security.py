@@ -273,6 +273,12 @@ async def test_failure_paths_log_no_secret(flow: Flow, caplog: pytest.LogCapture
         await flow.store.delete(key)
     flow.hipchat.fail_token_endpoint(500, count=2)
     await flow.say(room, "/twice")
+    await eventually(lambda: len(flow.hipchat.token_requests()) >= 2)
+    # Past the token back-off (test_tokens covers it), the next command asks again.
+    backoff = flow.addon.keys.token_backoff(room.oauth_id, ())
+    await eventually(lambda: _has_keys(flow.store, backoff))
+    await flow.store.delete(*await flow.store.scan(backoff))
+    await flow.say(room, "/twice")  # the second injected failure
     await flow.say(room, "/me")
     await eventually(lambda: len(flow.hipchat.token_requests()) >= 3)
     assert (await flow.hipchat.uninstall(flow.browser, room)).status_code == 204
@@ -285,3 +291,7 @@ async def test_failure_paths_log_no_secret(flow: Flow, caplog: pytest.LogCapture
     for secret in flow.secrets():
         assert secret not in text
     assert "eyJ" not in text
+
+
+async def _has_keys(store: Store, prefix: str) -> bool:
+    return bool(await store.scan(prefix))

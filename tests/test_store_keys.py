@@ -29,6 +29,7 @@ def every_key_of(oauth_id: str) -> list[str]:
         KEYS.installation_lock(oauth_id),
         KEYS.token(oauth_id, ("view_room", "admin_room")),
         KEYS.token_lock(oauth_id, ("admin_room",)),
+        KEYS.token_backoff(oauth_id, ("admin_room",)),
         KEYS.user_token(oauth_id, "42"),
         KEYS.user_token_lock(oauth_id, "42"),
         KEYS.oauth_state(f"{oauth_id}~Zm9vYmFyYmF6cXV1eA"),

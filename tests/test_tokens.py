@@ -332,3 +332,63 @@ async def test_install_caches_its_token_for_every_replica(
 
     assert len(fake.token_requests()) == 1  # the install's own credentials check
     assert fake.is_valid_token(token.access_token)
+
+
+# -- back-off after a failed token request -------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 429])
+async def test_a_failed_token_request_backs_off_on_every_replica(
+    store: Store, fake: FakeHipChat, clock: FakeClock, status: int
+) -> None:
+    installation = installation_at(fake)
+    await store.put(KEYS.installation(installation.oauth_id), "{}")  # installed
+    fake.fail_token_endpoint(status, count=10)
+    async with (
+        token_service(store, fake.transport(), clock) as one,
+        token_service(store, fake.transport(), clock) as two,  # another replica
+    ):
+        with pytest.raises(TokenError, match=f"answered {status}"):
+            await one.addon_token(installation)
+        asked = len(fake.token_requests())
+        for tokens in (one, two, one):
+            with pytest.raises(TokenError, match="failed moments ago"):
+                await tokens.addon_token(installation)
+        assert len(fake.token_requests()) == asked  # nobody asked the sick endpoint again
+
+        backoff = KEYS.token_backoff(installation.oauth_id, installation.scopes)
+        ttl = await store.ttl(backoff)
+        assert ttl is not None and 0 < ttl <= 5.0
+        fake.token_failures.clear()
+        await store.delete(backoff)  # the back-off is over
+        assert (await two.addon_token(installation)).access_token
+        assert len(fake.token_requests()) == asked + 1
+
+
+async def test_the_back_off_follows_retry_after_within_a_minute(
+    store: Store, fake: FakeHipChat, clock: FakeClock
+) -> None:
+    installation = installation_at(fake)
+    await store.put(KEYS.installation(installation.oauth_id), "{}")
+    backoff = KEYS.token_backoff(installation.oauth_id, installation.scopes)
+    async with token_service(store, fake.transport(), clock) as tokens:
+        for retry_after, most in ((30, 30.0), (3600, 60.0)):
+            await store.delete(backoff)
+            fake.token_retry_after = retry_after
+            fake.fail_token_endpoint(429)
+            with pytest.raises(TokenError) as raised:
+                await tokens.addon_token(installation)
+            assert raised.value.retry_after == retry_after
+            ttl = await store.ttl(backoff)
+            assert ttl is not None and most - 5 < ttl <= most
+
+
+async def test_no_back_off_is_left_for_an_installation_already_removed(
+    store: Store, fake: FakeHipChat, clock: FakeClock
+) -> None:
+    installation = installation_at(fake)  # never stored: as if uninstalled meanwhile
+    fake.fail_token_endpoint(500)
+    async with token_service(store, fake.transport(), clock) as tokens:
+        with pytest.raises(TokenError):
+            await tokens.addon_token(installation)
+    assert await store_snapshot(store) == {}

@@ -30,6 +30,7 @@ KINDS = (
     "jti",
     "storage",
     "config",
+    "backoff",
 )
 
 
@@ -62,6 +63,10 @@ class Keys:
 
     def token_lock(self, oauth_id: str, scopes: tuple[str, ...]) -> str:
         return self._of("lock", oauth_id, f":token:{' '.join(sorted(scopes))}")
+
+    def token_backoff(self, oauth_id: str, scopes: tuple[str, ...]) -> str:
+        """Set for a while after the token endpoint failed, so that no replica asks it again."""
+        return self._of("backoff", oauth_id, f":token:{' '.join(sorted(scopes))}")
 
     def user_token(self, oauth_id: str, user_id: str) -> str:
         return self._of("user-token", oauth_id, f":{user_id}")

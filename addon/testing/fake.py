@@ -150,6 +150,8 @@ class FakeHipChat(UIClientSide):
         self.capabilities_raw: bytes | None = None
         self.capabilities_delay = 0.0
         self.token_failures: list[int] = []
+        #: ``Retry-After`` (seconds) sent with injected token failures, when set.
+        self.token_retry_after: int | None = None
         self.token_outage: int | None = None
         """While set, every token request answers this status (an outage window)."""
         self.token_delay = 0.0
@@ -403,7 +405,10 @@ class FakeHipChat(UIClientSide):
             await asyncio.sleep(self.token_delay)
         if self.token_failures:
             status = self.token_failures.pop(0)
-            return _error(status, "Injected failure", "Failure")
+            failure = _error(status, "Injected failure", "Failure")
+            if self.token_retry_after is not None:
+                failure.headers["Retry-After"] = str(self.token_retry_after)
+            return failure
         if self.token_outage is not None:
             return _error(self.token_outage, "Injected outage", "Failure")
         client = self._authenticate(call.headers.get("authorization", ""))
