@@ -6,19 +6,28 @@ connection that is still sending its request head, and its httptools protocol pu
 the size of that head (h11 has one; httptools does not): ``HeaderTimeoutProtocol`` adds both. A
 slow *body* is bounded by the routes' own body reader (``ADDON_READ_TIMEOUT``), which works under
 any server.
+
+``HeaderTimeoutProtocol`` also sets ``TCP_NODELAY`` on every connection itself. uvloop does so
+on its own, but asyncio's loop skips a connection accepted from a socket that uvicorn's
+``--workers N`` supervisor bound (``Config.bind_socket``: protocol number 0, not TCP's), and the
+response, written as its head then its body, then waits for the client's delayed ACK (Nagle's
+algorithm): about 40 ms a request. The first two-worker bench ran on asyncio and met exactly that
+(bench/README.md, *Scaling*).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import socket
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from addon.settings import Settings
 
-__all__ = ["HeaderTimeoutProtocol", "uvicorn_options"]
+__all__ = ["HeaderTimeoutProtocol", "set_nodelay", "uvicorn_options"]
 
 LOOP = "uvloop"  # a dependency (uvicorn[standard]); naming it fails loudly if it is missing
 LIMIT_CONCURRENCY = 1000  # connections + tasks; past it uvicorn answers 503 at once
@@ -42,6 +51,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        set_nodelay(transport)
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -81,6 +91,14 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         # head arrived is in the app's hands, and its body has the app's own read timeout.
         if self._is_awaiting_head() and not self.transport.is_closing():
             self.transport.close()
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """``TCP_NODELAY`` on ``transport``'s TCP socket, so no response waits on Nagle's algorithm."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):  # a connection already reset by its peer
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

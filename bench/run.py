@@ -174,6 +174,16 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """``cpu_seconds`` of ``pid`` and its child processes (uvicorn's workers under N > 1)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(int(child))
+    return total
+
+
 def server_stack(pid: int) -> dict[str, bool]:
     """Whether the server has loaded uvloop's and httptools' extensions (/proc/<pid>/maps)."""
     maps = Path(f"/proc/{pid}/maps").read_text()
@@ -678,10 +688,10 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     counted = round_index == 0 and name in ROUND_TRIP_TARGETS
                     counters = await redis_counters(store) if counted else {}
                     requests_before = loads[name].requests
-                    began, cpu_began = time.perf_counter(), cpu_seconds(pid)
+                    began, cpu_began = time.perf_counter(), tree_cpu_seconds(pid)
                     nonce = f"r{round_index}{name}"
                     await asyncio.to_thread(drive, name, args.seconds, nonce, loads[name])
-                    server_cpu[name] += cpu_seconds(pid) - cpu_began
+                    server_cpu[name] += tree_cpu_seconds(pid) - cpu_began
                     wall += time.perf_counter() - began
                     if counted:
                         requests = loads[name].requests - requests_before

@@ -256,3 +256,49 @@ def test_serve_bounds_concurrency_and_idle_keep_alive(settings: Settings) -> Non
     # Past the bound uvicorn answers 503 at once rather than queueing (README, Security).
     options = uvicorn_options(settings)
     assert (options["limit_concurrency"], options["timeout_keep_alive"]) == (1000, 5)
+
+
+def test_connections_are_nodelay_on_a_socket_the_workers_supervisor_bound(
+    settings: Settings,
+) -> None:
+    """Under ``--workers N`` each worker serves a socket the supervisor bound; asyncio's loop then
+    leaves TCP_NODELAY off, and each response waits for a delayed ACK. serve's protocol sets it."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    options = uvicorn_options(settings)
+    serves = options["http"]
+    made: list[HeaderTimeoutProtocol] = []
+
+    def protocol(*args: Any, **kwargs: Any) -> HeaderTimeoutProtocol:
+        made.append(serves(*args, **kwargs))
+        return made[-1]
+
+    # asyncio's loop: uvloop sets TCP_NODELAY by itself, so it would hide a missing one.
+    options.update(loop="asyncio", http=protocol)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **options)
+    config.lifespan = "off"
+    shared = config.bind_socket()  # as uvicorn.run does for --workers N
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [shared]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        port = shared.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_one_response(client).startswith(b"HTTP/1.1 200 OK")
+            assert len(made) == 1
+            accepted = made[0].transport.get_extra_info("socket")
+            assert accepted.proto == 0, "accepted from the shared socket, as a worker does"
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        shared.close()
