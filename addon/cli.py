@@ -3,9 +3,10 @@
 ``serve`` runs the add-on under uvicorn; ``new`` scaffolds a project; ``check`` validates the
 settings, the integrations and the descriptor, probes the store and lists the commands;
 ``descriptor`` prints the descriptor; ``storage`` exports, imports or erases the integrations'
-storage. The older ``hipchat-integration`` server's command line works too, with or without
-``serve``: its flags (``-p``, ``-i``, ``-t``, ``-l``) and its positional form
-``PORT INTEGRATIONS_PATH [NAME:TOKEN | ROOM_ID:INTEGRATION:TOKEN ...]``.
+storage, and migrates it (``migrate-global``, ``migrate-keys``). The older ``hipchat-integration``
+server's command line works too, with or without ``serve``: its flags (``-p``, ``-i``, ``-t``,
+``-l``) and its positional form ``PORT INTEGRATIONS_PATH [NAME:TOKEN | ROOM_ID:INTEGRATION:TOKEN
+...]``.
 Flags only override the matching ``ADDON_*`` variables; ``Settings`` reads them in one place.
 """
 
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from addon.errors import ConfigError, IntegrationError, RequestError, StoreUnavailable
-from addon.settings import Settings
+from addon.settings import Secret, Settings
 
 if TYPE_CHECKING:
     from addon.integrations import Integration
@@ -74,11 +75,14 @@ def _version() -> str:
         return "unknown"
 
 
-def _common() -> _Parser:
+def _common(*, tokens: bool = True) -> _Parser:
+    """``-i``, and ``-t`` where static tokens matter (serve, dev, check; not descriptor/storage)."""
     common = _Parser(add_help=False)
     common.add_argument(
         "-i", "--integrations", help="integrations folder (ADDON_INTEGRATIONS_PATH)"
     )
+    if not tokens:
+        return common
     common.add_argument(
         "-t",
         "--tokens",
@@ -135,15 +139,17 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     sub.add_parser("check-config", parents=[_common(), _store_check()], description=check)
     sub.add_parser(
         "descriptor",
-        parents=[_common()],
+        parents=[_common(tokens=False)],
         help="print the descriptor as JSON",
         description="Print the capability descriptor, as served at /atlassian-connect.json.",
     )
     storage = sub.add_parser(
         "storage",
-        parents=[_common()],
-        help="export, import or erase the integrations' storage",
-        description="Export, import or erase every integration's storage (JSON).",
+        parents=[_common(tokens=False)],
+        help="export, import, erase or migrate the integrations' storage",
+        description="Export, import or erase every integration's storage (JSON); "
+        "migrate-global moves the older scripts' shared entries to one installation (--to), "
+        "migrate-keys renames keys stored before hash tags (run once after upgrading).",
     )
     storage.add_argument(
         "action", choices=("export", "import", "erase", "migrate-global", "migrate-keys")
@@ -311,7 +317,7 @@ def validate(settings: Settings, *, store_check: bool) -> Checked:
     check_unique(integrations)  # the dispatcher refuses the same at start-up
     descriptor = build_addon_descriptor(settings, integrations=integrations)
     if store_check:
-        asyncio.run(_probe_store(settings.store_url))
+        asyncio.run(_probe_store(settings.store_url, settings.store_password))
     return Checked(integrations, descriptor)
 
 
@@ -324,10 +330,10 @@ def _require_capabilities(settings: Settings) -> None:
         )
 
 
-async def _probe_store(url: str) -> None:
+async def _probe_store(url: str, password: Secret | None) -> None:
     from addon.store import open_store
 
-    store = open_store(url)
+    store = open_store(url, password=password)
     try:
         await store.ping()
     except StoreUnavailable as exc:
@@ -466,7 +472,7 @@ def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) ->
         log.warning("%s", warning)
     # Workers are separate processes that read the environment themselves: hand them our flags.
     os.environ.update({k: v for k, v in env.items() if k.startswith("ADDON_")})
-    with _metrics_dir(args.workers):
+    with _metrics_dir(args.workers, settings.metrics_dir):
         uvicorn.run(
             "addon.app:create_app_from_environ",
             factory=True,
@@ -482,13 +488,13 @@ def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) ->
 
 
 @contextlib.contextmanager
-def _metrics_dir(workers: int) -> Iterator[None]:
+def _metrics_dir(workers: int, given: Path | None) -> Iterator[None]:
     """Under several workers, a fresh ``PROMETHEUS_MULTIPROC_DIR`` (unless one is given).
 
     prometheus-client then keeps each worker's values in files there, and every worker's
     ``/metrics`` sums them. The directory must start empty and is removed when serving ends.
     """
-    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if workers <= 1 or given is not None:  # settings.metrics_dir: PROMETHEUS_MULTIPROC_DIR
         yield
         return
     path = tempfile.mkdtemp(prefix="hipchat-addon-metrics-")

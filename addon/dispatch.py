@@ -50,7 +50,6 @@ from addon.context import (
 from addon.errors import (
     AddonError,
     ApprovalRequired,
-    InvalidJWT,
     QuotaExceeded,
     RequestError,
     ShuttingDown,
@@ -75,15 +74,13 @@ _COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
 class Signed:
     """What a webhook's verified JWT vouches for (``routes`` builds it from the claims).
 
-    The sender is the JWT's ``sub``; ``room_id`` is its ``context.room_id``. A ``jti`` given
-    here (kept for ``ttl`` seconds) is claimed by ``Dispatcher.handle``; the webhook route
-    claims it itself, with the installation read (``addon.verification``), and calls ``run``.
+    The sender is the JWT's ``sub``; ``room_id`` is its ``context.room_id``. The ``jti`` is
+    not here: ``addon.verification.Verifier`` claims it with the installation read, before this
+    is built.
     """
 
     sender_id: str
     room_id: int | None
-    jti: str = ""
-    ttl: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -273,14 +270,13 @@ class Dispatcher:
     ) -> dict[str, object] | None:
         """Run what ``event`` selects; return the reply for the webhook response, or None.
 
-        ``signed`` (a verified JWT) gives the sender and a room when the body has none; its
-        ``jti``, when given, is claimed together with the message id: a second use is
-        ``InvalidJWT``. A message id that already ran answers None.
+        ``signed`` (a verified JWT) gives the sender and a room when the body has none. A
+        message id that already ran answers None.
         """
         hook = event if isinstance(event, Webhook) else parse_webhook(event)
         plan = self.plan(hook)
         room = _room_of(hook, installation, signed)
-        if not await self._first_delivery(plan, installation, signed, request_id):
+        if not await self._first_delivery(plan, installation, request_id):
             return None
         return await self.run(plan, installation, request_id=request_id, signed=signed, room=room)
 
@@ -401,28 +397,19 @@ class Dispatcher:
         return _Job(selected.handler, context, functools.partial(func, context), integration.key)
 
     async def _first_delivery(
-        self, plan: Plan, installation: Installation, signed: Signed | None, request_id: str
+        self, plan: Plan, installation: Installation, request_id: str
     ) -> bool:
-        """Claim the JWT's jti (when given) and the message id in one store round trip.
+        """Claim the message id (only when something will run) in one store round trip.
 
-        A used jti raises ``InvalidJWT`` (a replay); False when another delivery (or replica)
-        already ran the message. The message id is claimed only when something will run.
+        False when another delivery (or replica) already ran the message.
         """
         keys, oauth_id = self._runtime.keys, installation.oauth_id
-        entries: list[tuple[str, str, float | None]] = []
-        if signed is not None and signed.jti:
-            entries.append((keys.jwt_id(oauth_id, signed.jti), request_id, signed.ttl))
         message_id = plan.hook.message_id
-        if plan.has_work and message_id is not None:
-            entries.append((keys.seen_message(oauth_id, message_id), request_id, SEEN_TTL))
-        if not entries:
+        if not plan.has_work or message_id is None:
             return True
-        claimed = await self._runtime.store.put_many_if_absent(entries)
-        if signed is not None and signed.jti and not claimed[0]:
-            raise InvalidJWT(
-                f"The JWT from {oauth_id!r} was already used; sign every request with a fresh jti"
-            )
-        if not claimed[-1]:
+        entry = (keys.seen_message(oauth_id, message_id), request_id, SEEN_TTL)
+        claimed = await self._runtime.store.put_many_if_absent([entry])
+        if not claimed[0]:
             log.info("Message delivered again; it already ran", extra={"oauth_id": oauth_id})
             return False
         return True

@@ -84,15 +84,18 @@ class Settings:
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> Settings:
-        """Read and validate every ``ADDON_*`` variable; raise ``ConfigError`` on a bad value."""
+        """Read and validate every ``ADDON_*`` variable; raise ``ConfigError`` on a bad value.
+
+        An empty variable counts as unset, except ``ADDON_BASE_URL`` (empty is refused).
+        """
         defaults = cls()
         return cls(
             base_url=_base_url(env.get("ADDON_BASE_URL", defaults.base_url)),
             store_url=_store_url(env.get("ADDON_STORE_URL") or defaults.store_url),
             store_password=_secret(env, "ADDON_STORE_PASSWORD", min_length=1),
-            hipchat_hosts=_hosts(env.get("ADDON_HIPCHAT_HOSTS")),
-            integrations_path=Path(env.get("ADDON_INTEGRATIONS_PATH", "integrations")),
-            capabilities_path=Path(env.get("ADDON_CAPABILITIES_PATH", "capabilities")),
+            hipchat_hosts=_hosts(env.get("ADDON_HIPCHAT_HOSTS") or None),
+            integrations_path=Path(env.get("ADDON_INTEGRATIONS_PATH") or "integrations"),
+            capabilities_path=Path(env.get("ADDON_CAPABILITIES_PATH") or "capabilities"),
             install_flow=_choice(env, "ADDON_INSTALL_FLOW", ("server", "client"), "server"),
             admin_token=_secret(env, "ADDON_ADMIN_TOKEN", min_length=16),
             secret_key=_secret(env, "ADDON_SECRET_KEY", min_length=16),
@@ -173,7 +176,7 @@ def _choice(
     *,
     upper: bool = False,
 ) -> str:
-    value = env.get(name, default)
+    value = env.get(name) or default
     value = value.upper() if upper else value.lower()
     if value not in allowed:
         raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}; pick one of those")

@@ -22,9 +22,17 @@ import httpx
 import pytest
 import yaml
 
-from addon.cli import display_store_url, main, startup_summary, startup_warnings, validate
+from addon.cli import (
+    _metrics_dir,
+    display_store_url,
+    main,
+    startup_summary,
+    startup_warnings,
+    validate,
+)
 from addon.settings import Secret
 from addon.testing import FakeHipChat
+from tests.engines import RedisProcesses
 from tests.helpers import REPO, settings_for
 
 
@@ -301,6 +309,23 @@ def test_an_unreachable_store_fails_check_and_serve_in_one_line(tmp_path: Path) 
     assert "not probed (--no-store-check)" in skipped.stdout
 
 
+def test_check_probes_the_store_with_addon_store_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    processes = RedisProcesses(tmp_path)
+    try:
+        port = processes.start(config="requirepass hunter2-secret\n")
+        monkeypatch.setenv("ADDON_CAPABILITIES_PATH", str(REPO / "capabilities"))
+        monkeypatch.setenv("ADDON_INTEGRATIONS_PATH", str(REPO / "integrations"))
+        monkeypatch.setenv("ADDON_STORE_URL", f"redis://127.0.0.1:{port}/0")
+        monkeypatch.setenv("ADDON_STORE_PASSWORD", "hunter2-secret")
+        assert main(["check"]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert "configuration OK" in out and "hunter2" not in out
+    finally:
+        processes.close()
+
+
 @pytest.mark.parametrize("command", ["serve", "check"])
 def test_no_capabilities_here_points_to_new(
     command: str, clean_env: Path, capsys: pytest.CaptureFixture[str]
@@ -319,6 +344,20 @@ def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
     result = cli(tmp_path, "serve", "--workers", "2", "-p", str(free_port()), env=env)
     assert result.returncode == 2
     assert "SQLite is for one process" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_serve_takes_the_metrics_dir_from_settings_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # settings.py is the only reader of the environment: a dir in settings is used as it is.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with _metrics_dir(2, tmp_path):
+        assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    # Unset under several workers: a fresh dir, exported for the workers, removed afterwards.
+    with _metrics_dir(2, None):
+        made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert made.is_dir() and not any(made.iterdir())
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ and not made.exists()
 
 
 def test_the_startup_summary_names_everything_but_the_password() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,16 @@ def test_defaults_need_no_environment() -> None:
     assert settings.integrations_path == Path("integrations")
     assert settings.admin_token is None and settings.secret_key is None
     assert settings.install_flow == "server"
+
+
+def test_an_empty_variable_counts_as_unset_except_the_base_url() -> None:
+    source = Path(__file__).parent.parent / "addon" / "settings.py"
+    names = set(re.findall(r'"(ADDON_[A-Z_]+|PROMETHEUS_MULTIPROC_DIR)"', source.read_text()))
+    names.discard("ADDON_BASE_URL")
+    assert len(names) > 20
+    assert Settings.from_environ(dict.fromkeys(names, "")) == Settings.from_environ({})
+    with pytest.raises(ConfigError, match="ADDON_BASE_URL"):
+        Settings.from_environ({"ADDON_BASE_URL": ""})
 
 
 def test_values_are_read_and_normalised() -> None:

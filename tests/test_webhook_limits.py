@@ -26,7 +26,7 @@ from addon.server import MAX_HEADER_BYTES, HeaderTimeoutProtocol, uvicorn_option
 from addon.settings import Settings
 from addon.store.redis import RedisStore
 from addon.testing import FakeHipChat, Installed
-from tests.helpers import make_app
+from tests.helpers import make_app, store_snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -95,6 +95,33 @@ async def test_an_unsigned_body_is_not_read_at_all(hipchat: FakeHipChat, room: I
     response = await room.addon.post("/webhook/room_message", content=body)
     assert response.status_code == 401
     assert body.sent == 0
+
+
+async def test_a_signed_webhook_nested_65_deep_is_400_and_runs_nothing(
+    hipchat: FakeHipChat, room: Installed, app: Starlette
+) -> None:
+    def body(depth: int) -> bytes:
+        # The object itself is one level; "pad" adds the rest (the cap is jsonvalue.MAX_DEPTH).
+        payload = {
+            "event": "room_message",
+            "item": {"message": hipchat.message("/echo deep"), "room": hipchat.room(1)},
+            "oauth_client_id": room.oauth_id,
+        }
+        text = json.dumps(payload)
+        pad = "[" * (depth - 1) + "]" * (depth - 1)
+        return (text[:-1] + f', "pad": {pad}}}').encode()
+
+    headers = _headers(room)
+    addon = app.state.addon
+    before = await store_snapshot(addon.store)
+    deep = await room.addon.post("/webhook/room_message", content=body(65), headers=headers)
+    assert deep.status_code == 400
+    assert "64 levels" in deep.json()["error"]["message"]
+    # Refused before the store: no jti spent, no message id claimed, no handler ran.
+    assert await store_snapshot(addon.store) == before
+    # The same token with a body at the cap (64 deep) is the first use, and runs.
+    ok = await room.addon.post("/webhook/room_message", content=body(64), headers=headers)
+    assert ok.status_code == 200 and ok.json()["message"] == "deep"
 
 
 @pytest.fixture

@@ -66,8 +66,9 @@ class Store(Protocol):
     ) -> list[bool]:
         """Each ``(key, value, ttl)`` stored only when its key holds nothing, in one atomic step.
 
-        One round trip for several one-shot claims (a webhook's ``jti`` and message id); the
-        answer says, in order, which entries were stored.
+        One round trip for several one-shot claims (now only the message id of an unsigned
+        ``POST /commands``; signed requests use ``read_and_claim``); the answer says, in order,
+        which entries were stored.
         """
         ...
 

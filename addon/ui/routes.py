@@ -1,8 +1,9 @@
 """The UI endpoints: glance data, pages, page APIs, settings and static files (Starlette edge).
 
-Every ``/ui/...`` request is verified like a webhook (``verify_jwt`` with the issuer's secret,
-installation lookup) and its ``jti`` accepted once. Pages may call back with the JWT the add-on
-minted for them (``aud`` names the integration; reusable until it expires, 15 minutes at most).
+Every ``/ui/...`` request is verified like a webhook (``verification.Verifier.accept``: one store
+round trip reads the installation and claims the ``jti``, accepted once; then the signature).
+Pages may call back with the JWT the add-on minted for them (``aud`` names the integration;
+reusable until it expires, 15 minutes at most).
 A refused token gets 401: a small HTML page for pages, JSON for glances and APIs.
 """
 
