@@ -1,0 +1,99 @@
+"""Findings of the security review, one test (or a few) each: each failed before its fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from addon.errors import RequestError
+from addon.jsonvalue import loads
+from addon.jwt_auth import sign_jwt
+from addon.store import Keys
+from addon.testing import FakeHipChat, Installed
+
+pytestmark = pytest.mark.anyio
+
+GLANCE = "http://addon.test/ui/remember/glance/remember-count"
+
+
+def _finishes(code: str, *, seconds: float = 30.0) -> bool:
+    """True when Python ``code`` ends within ``seconds`` (a bound for hangs, not a speed test).
+
+    A child process: a regular expression holds the GIL until it is done, so a thread could not
+    be given up on, and the child is killed when it overruns.
+    """
+    try:
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+# -- 1. the JSON depth pre-check is linear --------------------------------------------------
+
+
+def test_escaped_quotes_do_not_stall_the_json_reader() -> None:
+    # An unterminated string of 200,000 escaped quotes: a few ms now; minutes for the old pattern
+    # (it retried from each quote: 20 KB took 1.7 s, and four times the size sixteen times as long).
+    quotes = """'"' + '\\\\"' * 200_000"""
+    code = f"""
+from addon.errors import RequestError
+from addon.jsonvalue import is_json, loads
+try:
+    loads(({quotes}).encode())
+except RequestError as exc:
+    assert "is not valid JSON" in str(exc), exc
+else:
+    raise AssertionError("not refused")
+assert not is_json("[" * 40_000 + {quotes})
+"""
+    assert _finishes(code), "loads() or is_json() is not linear in escaped quotes"
+
+
+def test_escapes_and_brackets_inside_strings_do_not_count() -> None:
+    assert loads('["a\\"[[", ["\\\\", {"b": "]]\\\\"}]]') == ['a"[[', ["\\", {"b": "]]\\"}]]
+    inside = '"' + "[" * 100 + '"'
+    assert loads(inside) == "[" * 100
+    with pytest.raises(RequestError, match="nests deeper than 64"):
+        loads("[" * 65 + '"\\"]"' + "]" * 65)
+
+
+# -- 2. a JWT iss that is not an oauth_id is a 401, not a 500 --------------------------------
+
+BAD_ISSUERS = ["}x", "{a}", "a:b", "a" * 65]
+
+
+@pytest.fixture
+async def room(addon: httpx.AsyncClient, hipchat: FakeHipChat) -> Installed:
+    return await hipchat.install(addon, room_id=1)
+
+
+@pytest.mark.parametrize("issuer", BAD_ISSUERS)
+async def test_an_issuer_that_is_no_oauth_id_is_401_on_webhooks(
+    hipchat: FakeHipChat, room: Installed, issuer: str
+) -> None:
+    token = sign_jwt(issuer, room.oauth_secret, now=time.time(), sub=1001, room_id=1)
+    response = await hipchat.send_message(room, "/echo hi", token=token)
+    assert response is not None and response.status_code == 401
+    assert "'iss'" in response.json()["error"]["message"]
+    assert hipchat.notifications(room) == []
+
+
+@pytest.mark.parametrize("issuer", BAD_ISSUERS)
+async def test_an_issuer_that_is_no_oauth_id_is_401_on_glances(
+    hipchat: FakeHipChat, room: Installed, issuer: str
+) -> None:
+    token = sign_jwt(issuer, room.oauth_secret, now=time.time(), sub=1001, room_id=1)
+    response = await hipchat.ui_get(room, GLANCE, token=token)
+    assert response.status_code == 401
+    assert response.json()["error"]["status"] == 401
+
+
+@pytest.mark.parametrize("owner", ["}x", "{a}", "a}"])
+def test_a_key_owner_with_a_brace_is_refused(owner: str) -> None:
+    with pytest.raises(ValueError, match="must not contain"):
+        Keys("io.hipchat-addon").installation(owner)
