@@ -45,6 +45,8 @@ class Keys:
             raise ValueError(f"The store key prefix {self.prefix!r} must not contain '{{' or '}}'")
 
     def _of(self, kind: str, owner: str, rest: str = "") -> str:
+        if "{" in owner or "}" in owner:  # it would end the hash tag early (callers validate ids)
+            raise ValueError(f"A store key owner must not contain '{{' or '}}': {owner!r}")
         return f"{self.prefix}:{kind}:{{{owner}}}{rest}"
 
     def installation(self, oauth_id: str) -> str:
