@@ -69,6 +69,7 @@ NOTICE_GRACE = 5.0  # seconds cancelled handlers get to tell their rooms, when d
 log = logging.getLogger("addon.dispatch")
 _T = TypeVar("_T")
 _COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
+_NO_SENDER = "The room_message webhook needs item.message.from.id, the sending user's id"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -280,6 +281,7 @@ class Dispatcher:
         hook = event if isinstance(event, Webhook) else parse_webhook(event)
         plan = self.plan(hook)
         room = _room_of(hook, installation, signed)
+        _require_sender(plan, signed)  # before the claim: a corrected retry must still run
         if not await self._first_delivery(plan, installation, signed, request_id):
             return None
         return await self.run(plan, installation, request_id=request_id, signed=signed, room=room)
@@ -385,9 +387,7 @@ class Dispatcher:
         if selected.event is not None:
             context = RoomEvent(**common, event=selected.event, sender=sender, item=hook.item)
         elif sender is None:
-            raise RequestError(
-                "The room_message webhook needs item.message.from.id, the sending user's id"
-            )
+            raise RequestError(_NO_SENDER)
         else:
             context = RoomMessage(
                 **common,
@@ -549,6 +549,12 @@ def _split_command(text: str) -> tuple[str | None, str]:
     if match is None:
         return None, text
     return match.group(1).lower(), match.group(2).rstrip()
+
+
+def _require_sender(plan: Plan, signed: Signed | None) -> None:
+    """``RequestError`` when a message handler would run with no sender to give it."""
+    if plan.hook.sender is None and signed is None and any(s.event is None for s in plan.selected):
+        raise RequestError(_NO_SENDER)
 
 
 def _room_of(hook: Webhook, installation: Installation, signed: Signed | None) -> Room:

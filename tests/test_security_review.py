@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import subprocess
 import sys
 import time
@@ -12,8 +14,10 @@ import pytest
 from addon.errors import RequestError
 from addon.jsonvalue import loads
 from addon.jwt_auth import sign_jwt
-from addon.store import Keys
+from addon.settings import Secret, Settings
+from addon.store import Keys, Store
 from addon.testing import FakeHipChat, Installed
+from tests.helpers import make_app
 
 pytestmark = pytest.mark.anyio
 
@@ -97,3 +101,33 @@ async def test_an_issuer_that_is_no_oauth_id_is_401_on_glances(
 def test_a_key_owner_with_a_brace_is_refused(owner: str) -> None:
     with pytest.raises(ValueError, match="must not contain"):
         Keys("io.hipchat-addon").installation(owner)
+
+
+# -- 3. an unsigned command refused for its body does not keep its message id ---------------
+
+COMMANDS_SECRET = "commands-secret-" + "y" * 20
+
+
+async def test_a_corrected_unsigned_command_with_the_same_id_runs(
+    settings: Settings, store: Store, hipchat: FakeHipChat
+) -> None:
+    configured = dataclasses.replace(settings, commands_secret=Secret(COMMANDS_SECRET))
+    app = make_app(configured, store, hipchat)
+    headers = {"Authorization": f"Bearer {COMMANDS_SECRET}"}
+    async with hipchat.connect(app, settings.base_url) as addon:
+        room = await hipchat.install(addon, room_id=1)
+        message = hipchat.message("/echo corrected")
+        body = {
+            "event": "room_message",
+            "item": {"message": message, "room": hipchat.room(1)},
+            "oauth_client_id": room.oauth_id,
+        }
+        without_sender = copy.deepcopy(body)
+        del without_sender["item"]["message"]["from"]
+        refused = await addon.post("/commands", json=without_sender, headers=headers)
+        retried = await addon.post("/commands", json=body, headers=headers)
+    await app.state.addon.aclose()
+
+    assert refused.status_code == 400
+    assert "item.message.from.id" in refused.json()["error"]["message"]
+    assert retried.status_code == 200 and retried.json()["message"] == "corrected"
