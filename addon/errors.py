@@ -13,7 +13,8 @@ by its subclasses): ``routes.py`` reads it from the class, so no table order dec
     │   ├── InstallRefused     the install cannot go ahead (links.self, allowRoom, credentials...)
     │   ├── QuotaExceeded      a storage write would take an integration past its quota
     │   ├── BodyTooLarge       413: the request body is over its cap
-    │   └── BodyTimeout        408: the request body did not arrive in time
+    │   ├── BodyTimeout        408: the request body did not arrive in time
+    │   └── ClientDisconnected the client went away before its body was read (not logged)
     ├── AuthError              401: who is calling cannot be established
     │   ├── InvalidJWT
     │   └── UnknownInstallation
@@ -41,6 +42,7 @@ __all__ = [
     "AuthError",
     "BodyTimeout",
     "BodyTooLarge",
+    "ClientDisconnected",
     "ClientGone",
     "ConfigError",
     "Conflict",
@@ -106,6 +108,10 @@ class BodyTimeout(RequestError):
     """A request body did not arrive within the read timeout (408)."""
 
     http_status = 408
+
+
+class ClientDisconnected(RequestError):
+    """The client disconnected before its request body was read; nobody reads the answer."""
 
 
 class AuthError(AddonError):

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
@@ -38,6 +38,7 @@ from addon.errors import (
     AuthError,
     BodyTimeout,
     BodyTooLarge,
+    ClientDisconnected,
     NotFound,
     RequestError,
 )
@@ -183,7 +184,7 @@ async def _receive_chunks(first: Message, receive: Receive, limit: int) -> bytes
     message = first
     while True:
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            raise ClientDisconnected("The client went away before its request body was read")
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.types import Message
 
 from addon.errors import RequestError
 from addon.jsonvalue import loads
@@ -131,3 +134,41 @@ async def test_a_corrected_unsigned_command_with_the_same_id_runs(
     assert refused.status_code == 400
     assert "item.message.from.id" in refused.json()["error"]["message"]
     assert retried.status_code == 200 and retried.json()["message"] == "corrected"
+
+
+# -- 4. a client that goes away mid-body is a quiet 400, not a 500 --------------------------
+
+
+async def test_a_client_gone_mid_body_is_a_400_not_a_500(
+    app: Starlette, caplog: pytest.LogCaptureFixture
+) -> None:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "server": ("addon.test", 80),
+        "client": ("127.0.0.1", 5000),
+        "root_path": "",
+        "path": "/installable",
+        "raw_path": b"/installable",
+        "query_string": b"",
+        "headers": [(b"host", b"addon.test"), (b"content-length", b"100")],
+    }
+    incoming = [
+        {"type": "http.request", "body": b"{", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)  # nothing escapes
+
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
