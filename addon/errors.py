@@ -7,6 +7,7 @@ by its subclasses): ``routes.py`` reads it from the class, so no table order dec
 
     AddonError
     ├── ConfigError            start-up: the process stops with the message
+    │   └── SecretKeyMismatch  503: stored secrets do not open with ADDON_SECRET_KEY (or none set)
     ├── IntegrationError       an integration author's bug, raised when integrations load
     ├── RequestError           400: the caller sent something we refuse
     │   ├── HostNotAllowed     a URL HipChat handed us points off the allow-list
@@ -55,6 +56,7 @@ __all__ = [
     "NotFound",
     "QuotaExceeded",
     "RequestError",
+    "SecretKeyMismatch",
     "ShuttingDown",
     "StoreUnavailable",
     "TokenError",
@@ -71,6 +73,13 @@ class AddonError(Exception):
 
 class ConfigError(AddonError):
     """A setting or a data file is wrong; raised at start-up."""
+
+
+class SecretKeyMismatch(ConfigError):
+    """The store holds secrets sealed with another ``ADDON_SECRET_KEY``, or with one while none
+    is set (503): an operator's error, answered until the key is put back, never a crash."""
+
+    http_status = 503
 
 
 class IntegrationError(AddonError):

@@ -172,3 +172,34 @@ async def test_a_client_gone_mid_body_is_a_400_not_a_500(
 
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- 5. a secret sealed with another key: a 503, and the message id is not kept -------------
+
+
+async def test_a_changed_secret_key_is_a_503_and_keeps_no_claim(
+    settings: Settings, store: Store, hipchat: FakeHipChat
+) -> None:
+    key_a = dataclasses.replace(settings, secret_key=Secret("a" * 32))
+    key_b = dataclasses.replace(settings, secret_key=Secret("b" * 32))
+    app_a, app_b = make_app(key_a, store, hipchat), make_app(key_b, store, hipchat)
+    async with hipchat.connect(app_a) as addon_a, hipchat.connect(app_b) as addon_b:
+        room = await hipchat.install(addon_a, room_id=1)
+        body = {
+            "event": "room_message",
+            "item": {"message": hipchat.message("/echo after the key"), "room": hipchat.room(1)},
+            "oauth_client_id": room.oauth_id,
+        }
+
+        def signed() -> dict[str, str]:
+            token = sign_jwt(room.oauth_id, room.oauth_secret, now=time.time(), sub=1001, room_id=1)
+            return {"Authorization": f"JWT {token}"}
+
+        wrong_key = await addon_b.post("/webhook/room_message", json=body, headers=signed())
+        right_key = await addon_a.post("/webhook/room_message", json=body, headers=signed())
+    await app_a.state.addon.aclose()
+    await app_b.state.addon.aclose()
+
+    assert wrong_key.status_code == 503
+    assert "ADDON_SECRET_KEY" in wrong_key.json()["error"]["message"]
+    assert right_key.status_code == 200 and right_key.json()["message"] == "after the key"
