@@ -297,14 +297,18 @@ class Dispatcher:
     ) -> dict[str, object] | None:
         """Run ``plan`` (its message id already claimed); the reply for the response, or None.
 
-        A handler runs in the caller's task until it first waits; only a handler still running
-        then becomes a task, and only then does the response wait (``reply_window`` at most).
+        Each handler runs in a task of its own (``_start``); the response waits for the first
+        reply or for every handler to end, ``reply_window`` s at most. ``ShuttingDown`` once
+        ``drain`` began (it may have begun during the caller's store round trip): a task started
+        then would be neither awaited nor cancelled by it.
         """
         hook = plan.hook
         if room is None:
             room = _room_of(hook, installation, signed)
         if not plan.selected:
             return None
+        if self._draining:
+            raise ShuttingDown("The add-on is shutting down; deliver this webhook again shortly")
         sender = hook.sender
         if sender is None and signed is not None:
             sender = Sender(signed.sender_id, "", "")

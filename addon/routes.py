@@ -41,6 +41,7 @@ from addon.errors import (
     ClientDisconnected,
     NotFound,
     RequestError,
+    ShuttingDown,
 )
 from addon.hosts import HostPolicy
 from addon.installations import InstallationRepository, InstallPayload, oauth_id_from
@@ -414,9 +415,13 @@ class WebhookEndpoint:
         if not accepted.is_first_delivery:
             log.info("Message delivered again; it already ran", extra={"oauth_id": claims.iss})
             return request_id, None
-        reply = await dispatcher.run(
-            plan, installation, request_id=request_id, signed=signed, room=room
-        )
+        try:
+            reply = await dispatcher.run(
+                plan, installation, request_id=request_id, signed=signed, room=room
+            )
+        except ShuttingDown:
+            await self._verifier.release(accepted)  # not run: HipChat's next delivery runs it
+            raise
         return request_id, reply
 
 

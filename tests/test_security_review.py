@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.types import Message
 
-from addon.errors import RequestError
+from addon import Integration, RoomMessage
+from addon.dispatch import Dispatcher
+from addon.errors import RequestError, ShuttingDown
 from addon.jsonvalue import loads
 from addon.jwt_auth import sign_jwt
 from addon.settings import Secret, Settings
 from addon.store import Keys, Store
+from addon.store.sqlite import SQLiteStore
 from addon.testing import FakeHipChat, Installed
+from addon.wire import parse_webhook
 from tests.helpers import make_app
+from tests.test_webhooks import RecordingRuntime
+from tests.test_webhooks import installation as webhook_installation
+from tests.test_webhooks import message as webhook_message
 
 pytestmark = pytest.mark.anyio
 
@@ -203,3 +213,54 @@ async def test_a_changed_secret_key_is_a_503_and_keeps_no_claim(
     assert wrong_key.status_code == 503
     assert "ADDON_SECRET_KEY" in wrong_key.json()["error"]["message"]
     assert right_key.status_code == 200 and right_key.json()["message"] == "after the key"
+
+
+# -- 7. nothing starts once a drain began ---------------------------------------------------
+
+
+async def test_work_planned_before_a_drain_is_refused_after_it(store: Store) -> None:
+    ran: list[str] = []
+    integration = Integration("late")
+
+    @integration.command("late")
+    async def late(message: RoomMessage) -> None:
+        ran.append(message.text)
+
+    dispatcher = Dispatcher([integration], RecordingRuntime(store))
+    plan = dispatcher.plan(parse_webhook(webhook_message("/late")))  # before the drain
+    await dispatcher.drain(5)  # nothing runs yet: it returns at once
+    with pytest.raises(ShuttingDown):
+        await dispatcher.run(plan, webhook_installation(), request_id="req-1")
+    assert ran == []
+
+
+class DrainingStore(SQLiteStore):
+    """An SQLiteStore that runs ``during_claim`` right after each ``read_and_claim``."""
+
+    during_claim: Callable[[], Awaitable[None]] | None = None
+
+    async def read_and_claim(
+        self, key: str, claims: Sequence[tuple[str, str, float | None]]
+    ) -> tuple[str | None, list[bool]]:
+        found = await super().read_and_claim(key, claims)
+        if self.during_claim is not None:
+            await self.during_claim()
+        return found
+
+
+async def test_a_webhook_refused_by_a_drain_keeps_no_message_id(
+    settings: Settings, hipchat: FakeHipChat, tmp_path: Path
+) -> None:
+    store = DrainingStore(f"sqlite:///{tmp_path / 'addon.db'}")
+    app = make_app(settings, store, hipchat)
+    addon = app.state.addon
+    async with hipchat.connect(app) as client:
+        room = await hipchat.install(client, room_id=1)
+        store.during_claim = functools.partial(addon.dispatcher.drain, 0)
+        response = await hipchat.send_message(room, "/echo during the drain")
+        seen = await store.scan(f"{addon.keys.prefix}:seen:")
+    await addon.aclose()
+
+    assert response is not None and response.status_code == 503
+    assert seen == []  # HipChat's next delivery (to a replica that runs) is not dropped
+    assert hipchat.notifications(room) == []
