@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import functools
@@ -9,7 +10,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -18,16 +19,21 @@ from starlette.applications import Starlette
 from starlette.types import Message
 
 from addon import Integration, RoomMessage
+from addon.app import create_app
 from addon.dispatch import Dispatcher
-from addon.errors import RequestError, ShuttingDown
+from addon.errors import RequestError, ShuttingDown, UnknownInstallation
+from addon.installations import InstallationRepository
 from addon.jsonvalue import loads
 from addon.jwt_auth import sign_jwt
+from addon.seal import Sealer
 from addon.settings import Secret, Settings
 from addon.store import Keys, Store
 from addon.store.sqlite import SQLiteStore
 from addon.testing import FakeHipChat, Installed
+from addon.ui.config import ConfigStore
 from addon.wire import parse_webhook
-from tests.helpers import make_app
+from tests.conftest import FakeClock
+from tests.helpers import make_app, store_snapshot
 from tests.test_webhooks import RecordingRuntime
 from tests.test_webhooks import installation as webhook_installation
 from tests.test_webhooks import message as webhook_message
@@ -264,3 +270,99 @@ async def test_a_webhook_refused_by_a_drain_keeps_no_message_id(
     assert response is not None and response.status_code == 503
     assert seen == []  # HipChat's next delivery (to a replica that runs) is not dropped
     assert hipchat.notifications(room) == []
+
+
+# -- 6. settings and user tokens are not written after an uninstall --------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Two:
+    first: str = "a"
+    second: str = "b"
+
+
+class YieldingStore(SQLiteStore):
+    """An SQLiteStore that hands the event loop round a few times after each read of settings,
+    so that two saves started together would both read before either writes."""
+
+    async def get(self, key: str) -> str | None:
+        found = await super().get(key)
+        if ":config:" in key:
+            for _ in range(20):
+                await asyncio.sleep(0)
+        return found
+
+
+@pytest.fixture
+async def yielding_store(tmp_path: Path) -> AsyncIterator[YieldingStore]:
+    store = YieldingStore(f"sqlite:///{tmp_path / 'addon.db'}")
+    yield store
+    await store.close()
+
+
+async def test_settings_saved_after_an_uninstall_are_not_kept(store: Store) -> None:
+    keys = Keys("t")
+    configs, fields = ConfigStore(store, keys), Integration("two", settings=Two).settings_fields
+    await store.put(keys.installation("o1"), "{}")
+    await configs.save("o1", "two", fields, {"first": "x"})
+    await InstallationRepository(store, keys, Sealer(None)).delete("o1")
+
+    with pytest.raises(UnknownInstallation, match="uninstalled"):
+        await configs.save("o1", "two", fields, {"first": "y"})
+    assert await store_snapshot(store) == {}
+
+
+async def test_two_settings_saved_at_once_are_both_kept(yielding_store: YieldingStore) -> None:
+    keys = Keys("t")
+    configs = ConfigStore(yielding_store, keys)
+    fields = Integration("two", settings=Two).settings_fields
+    await yielding_store.put(keys.installation("o1"), "{}")
+
+    await asyncio.gather(
+        configs.save("o1", "two", fields, {"first": "1"}),
+        configs.save("o1", "two", fields, {"second": "2"}),
+    )
+    assert await configs.load("o1", "two", fields) == {"first": "1", "second": "2"}
+
+
+class UninstallingTransport(httpx.AsyncBaseTransport):
+    """HipChat's transport; ``before_token`` runs before the next token request goes out."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.before_token: Callable[[], Awaitable[None]] | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        hook, self.before_token = self.before_token, None
+        if hook is not None and request.url.path == "/v2/oauth/token":
+            await hook()
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_user_token_refreshed_across_an_uninstall_is_not_kept(
+    settings: Settings, store: Store, clock: FakeClock
+) -> None:
+    fake = FakeHipChat(now=clock)
+    fake.approving_user = "42"
+    transport = UninstallingTransport(fake.transport())
+    app = create_app(settings, store=store, transport=transport, now=clock)
+    addon = app.state.addon
+    mounts = {settings.base_url: httpx.ASGITransport(app=app), fake.base_url: fake.transport()}
+    async with httpx.AsyncClient(mounts=mounts, base_url=settings.base_url) as browser:
+        installed = await fake.install(browser, room_id=1)
+        installation = await addon.installations.require(installed.oauth_id)
+        to_hipchat = await browser.get(await addon.approvals.approval_url(installation, "42"))
+        back = await browser.get(to_hipchat.headers["location"])
+        assert (await browser.get(back.headers["location"])).status_code == 200
+        assert await addon.approvals.user_token(installation, "42")
+
+        clock.advance(7 * 86400)  # the token is due for a refresh; uninstalled meanwhile
+        transport.before_token = functools.partial(
+            addon.installations.delete, installation.oauth_id
+        )
+        with pytest.raises(UnknownInstallation, match="uninstalled"):
+            await addon.approvals.user_token(installation, "42")
+        left = await store_snapshot(store)
+    await addon.aclose()
+
+    assert left == {}

@@ -105,6 +105,10 @@ class Keys:
         """An integration's settings in one installation (its configuration page saves them)."""
         return self._of("config", oauth_id, f":{integration}")
 
+    def config_lock(self, oauth_id: str, integration: str) -> str:
+        """Held while a configuration page's save reads, merges and writes ``config``."""
+        return self._of("lock", oauth_id, f":config:{integration}")
+
     def storage_prefix(self) -> str:
         return f"{self.prefix}:storage:"
 
