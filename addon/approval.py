@@ -37,6 +37,7 @@ from addon.errors import (
     NotFound,
     RequestError,
     TokenError,
+    UnknownInstallation,
 )
 from addon.hipchat import HipChatClient, JSONObject
 from addon.installations import Installation, InstallationRepository
@@ -199,7 +200,7 @@ class ApprovalService:
             token = await self._stored(key)
             # Without the lock a refresh may be under way; writing could undo its rotation.
             if acquired and token is not None and token.access_token == access_token:
-                await self._put(key, dataclasses.replace(token, expires_at=0.0))
+                await self._put(installation, key, dataclasses.replace(token, expires_at=0.0))
 
     async def forget(self, installation: Installation, user_id: str) -> None:
         """Delete ``user_id``'s stored token in ``installation``."""
@@ -287,7 +288,7 @@ class ApprovalService:
             scopes=fresh.scopes or token.scopes,
         )
         log.info("refreshed user token", extra={"oauth_id": installation.oauth_id})
-        return await self._put(key, fresh)
+        return await self._put(installation, key, fresh)
 
     async def _save(self, installation: Installation, user_id: str, token: AccessToken) -> None:
         if token.refresh_token is None:
@@ -296,14 +297,22 @@ class ApprovalService:
             )
         if not token.scopes:
             token = dataclasses.replace(token, scopes=installation.scopes)
-        await self._put(self.keys.user_token(installation.oauth_id, user_id), token)
+        await self._put(installation, self.keys.user_token(installation.oauth_id, user_id), token)
 
-    async def _put(self, key: str, token: AccessToken) -> AccessToken:
-        """Store ``token`` in one write; ``expires_at`` becomes the time to refresh it."""
+    async def _put(self, installation: Installation, key: str, token: AccessToken) -> AccessToken:
+        """Store ``token`` in one write; ``expires_at`` becomes the time to refresh it.
+
+        Only while the installation exists: a token must not outlive an uninstall that finished
+        during the exchange or refresh (``UnknownInstallation`` then).
+        """
         now = self.now()
         refresh_at = now + cache_lifetime(token, now=now, margin=self.tokens.margin)
         stored = dataclasses.replace(token, expires_at=min(token.expires_at, refresh_at))
-        await self.store.put(key, stored.to_record(self.sealer))
+        guard = self.keys.installation(installation.oauth_id)
+        if not await self.store.put_guarded(key, stored.to_record(self.sealer), guard=guard):
+            raise UnknownInstallation(
+                f"Installation {installation.oauth_id!r} was uninstalled; no user token was kept"
+            )
         return stored
 
     async def _stored(self, key: str) -> AccessToken | None:

@@ -68,6 +68,7 @@ NOTICE_GRACE = 5.0  # seconds cancelled handlers get to tell their rooms, when d
 log = logging.getLogger("addon.dispatch")
 _T = TypeVar("_T")
 _COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
+_NO_SENDER = "The room_message webhook needs item.message.from.id, the sending user's id"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -276,6 +277,7 @@ class Dispatcher:
         hook = event if isinstance(event, Webhook) else parse_webhook(event)
         plan = self.plan(hook)
         room = _room_of(hook, installation, signed)
+        _require_sender(plan, signed)  # before the claim: a corrected retry must still run
         if not await self._first_delivery(plan, installation, request_id):
             return None
         return await self.run(plan, installation, request_id=request_id, signed=signed, room=room)
@@ -291,14 +293,18 @@ class Dispatcher:
     ) -> dict[str, object] | None:
         """Run ``plan`` (its message id already claimed); the reply for the response, or None.
 
-        A handler runs in the caller's task until it first waits; only a handler still running
-        then becomes a task, and only then does the response wait (``reply_window`` at most).
+        Each handler runs in a task of its own (``_start``); the response waits for the first
+        reply or for every handler to end, ``reply_window`` s at most. ``ShuttingDown`` once
+        ``drain`` began (it may have begun during the caller's store round trip): a task started
+        then would be neither awaited nor cancelled by it.
         """
         hook = plan.hook
         if room is None:
             room = _room_of(hook, installation, signed)
         if not plan.selected:
             return None
+        if self._draining:
+            raise ShuttingDown("The add-on is shutting down; deliver this webhook again shortly")
         sender = hook.sender
         if sender is None and signed is not None:
             sender = Sender(signed.sender_id, "", "")
@@ -381,9 +387,7 @@ class Dispatcher:
         if selected.event is not None:
             context = RoomEvent(**common, event=selected.event, sender=sender, item=hook.item)
         elif sender is None:
-            raise RequestError(
-                "The room_message webhook needs item.message.from.id, the sending user's id"
-            )
+            raise RequestError(_NO_SENDER)
         else:
             context = RoomMessage(
                 **common,
@@ -536,6 +540,12 @@ def _split_command(text: str) -> tuple[str | None, str]:
     if match is None:
         return None, text
     return match.group(1).lower(), match.group(2).rstrip()
+
+
+def _require_sender(plan: Plan, signed: Signed | None) -> None:
+    """``RequestError`` when a message handler would run with no sender to give it."""
+    if plan.hook.sender is None and signed is None and any(s.event is None for s in plan.selected):
+        raise RequestError(_NO_SENDER)
 
 
 def _room_of(hook: Webhook, installation: Installation, signed: Signed | None) -> Room:

@@ -7,13 +7,15 @@ by its subclasses): ``routes.py`` reads it from the class, so no table order dec
 
     AddonError
     ├── ConfigError            start-up: the process stops with the message
+    │   └── SecretKeyMismatch  503: stored secrets do not open with ADDON_SECRET_KEY (or none set)
     ├── IntegrationError       an integration author's bug, raised when integrations load
     ├── RequestError           400: the caller sent something we refuse
     │   ├── HostNotAllowed     a URL HipChat handed us points off the allow-list
     │   ├── InstallRefused     the install cannot go ahead (links.self, allowRoom, credentials...)
     │   ├── QuotaExceeded      a storage write would take an integration past its quota
     │   ├── BodyTooLarge       413: the request body is over its cap
-    │   └── BodyTimeout        408: the request body did not arrive in time
+    │   ├── BodyTimeout        408: the request body did not arrive in time
+    │   └── ClientDisconnected the client went away before its body was read (not logged)
     ├── AuthError              401: who is calling cannot be established
     │   ├── InvalidJWT
     │   └── UnknownInstallation
@@ -41,6 +43,7 @@ __all__ = [
     "AuthError",
     "BodyTimeout",
     "BodyTooLarge",
+    "ClientDisconnected",
     "ClientGone",
     "ConfigError",
     "Conflict",
@@ -53,6 +56,7 @@ __all__ = [
     "NotFound",
     "QuotaExceeded",
     "RequestError",
+    "SecretKeyMismatch",
     "ShuttingDown",
     "StoreUnavailable",
     "TokenError",
@@ -69,6 +73,13 @@ class AddonError(Exception):
 
 class ConfigError(AddonError):
     """A setting or a data file is wrong; raised at start-up."""
+
+
+class SecretKeyMismatch(ConfigError):
+    """The store holds secrets sealed with another ``ADDON_SECRET_KEY``, or with one while none
+    is set (503): an operator's error, answered until the key is put back, never a crash."""
+
+    http_status = 503
 
 
 class IntegrationError(AddonError):
@@ -106,6 +117,10 @@ class BodyTimeout(RequestError):
     """A request body did not arrive within the read timeout (408)."""
 
     http_status = 408
+
+
+class ClientDisconnected(RequestError):
+    """The client disconnected before its request body was read; nobody reads the answer."""
 
 
 class AuthError(AddonError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,11 +22,10 @@ from addon.errors import Conflict, RequestError, StoreUnavailable, UnknownInstal
 from addon.seal import Sealer
 from addon.settings import Secret
 from addon.store import Keys, Store, lock
+from addon.wire import OAUTH_ID
 
 __all__ = ["RESERVED_OAUTH_IDS", "InstallPayload", "Installation", "InstallationRepository"]
 
-# HipChat's oauth_ids are UUIDs; the narrow alphabet also keeps ':' and '~' (key separators) out.
-_OAUTH_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 #: Names the store uses for itself (``global`` owned the seed scripts' storage); refused as
 #: oauth_ids in any letter case.
@@ -192,7 +190,7 @@ class InstallationRepository:
 
 def oauth_id_from(value: object) -> str:
     """Validate an oauth_id (it ends up in store keys and URLs, so its alphabet is narrow)."""
-    if not isinstance(value, str) or not _OAUTH_ID.fullmatch(value):
+    if not isinstance(value, str) or not OAUTH_ID.fullmatch(value):
         raise RequestError(
             "oauthId is missing or malformed; expected 1 to 64 ASCII letters, digits or '-' "
             "(HipChat sends a UUID)"

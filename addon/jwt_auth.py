@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 import orjson
 
 from addon.errors import InvalidJWT, RequestError, UnknownInstallation
-from addon.wire import id_of, mapping, room_id_of, sender_of
+from addon.wire import OAUTH_ID, id_of, mapping, room_id_of, sender_of
 
 __all__ = [
     "MAX_LIFETIME",
@@ -45,7 +45,6 @@ ALGORITHM = "HS256"
 MAX_LIFETIME = 3600.0
 _MAX_JTI = 128
 _MAX_TIME = 2**53  # an int JSON gives us; beyond this a float comparison is no longer exact
-_MAX_ISSUER = 128  # longer than any oauth_id (at most 64: installations.oauth_id_from)
 _I = TypeVar("_I", str, int)
 
 
@@ -116,9 +115,10 @@ def read_token(token: str, *, now: float, leeway: float) -> Token:
         )
     payload = _json_part(payload_part, "payload")
     issuer = payload.get("iss")
-    if not isinstance(issuer, str) or not 0 < len(issuer) <= _MAX_ISSUER:
+    if not isinstance(issuer, str) or not OAUTH_ID.fullmatch(issuer):
         raise InvalidJWT(
-            "The JWT has no usable 'iss' claim; it must be the installation's oauth_id"
+            "The JWT has no usable 'iss' claim; it must be the installation's oauth_id "
+            "(1 to 64 ASCII letters, digits or '-')"
         )
     _check_times(payload, issuer, now=now, leeway=leeway)
     claims = _claims(payload, issuer)

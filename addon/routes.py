@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
@@ -38,8 +38,10 @@ from addon.errors import (
     AuthError,
     BodyTimeout,
     BodyTooLarge,
+    ClientDisconnected,
     NotFound,
     RequestError,
+    ShuttingDown,
 )
 from addon.hosts import HostPolicy
 from addon.installations import InstallationRepository, InstallPayload, oauth_id_from
@@ -183,7 +185,7 @@ async def _receive_chunks(first: Message, receive: Receive, limit: int) -> bytes
     message = first
     while True:
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            raise ClientDisconnected("The client went away before its request body was read")
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -413,9 +415,13 @@ class WebhookEndpoint:
         if not accepted.is_first_delivery:
             log.info("Message delivered again; it already ran", extra={"oauth_id": claims.iss})
             return request_id, None
-        reply = await dispatcher.run(
-            plan, installation, request_id=request_id, signed=signed, room=room
-        )
+        try:
+            reply = await dispatcher.run(
+                plan, installation, request_id=request_id, signed=signed, room=room
+            )
+        except ShuttingDown:
+            await self._verifier.release(accepted)  # not run: HipChat's next delivery runs it
+            raise
         return request_id, reply
 
 

@@ -11,7 +11,7 @@ import base64
 import hashlib
 from typing import TYPE_CHECKING
 
-from addon.errors import ConfigError
+from addon.errors import ConfigError, SecretKeyMismatch
 from addon.settings import Secret
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Sealer:
         if not stored.startswith(_SEALED):
             raise ConfigError("A stored secret has an unknown format; was the store written by us?")
         if self._fernet is None:
-            raise ConfigError(
+            raise SecretKeyMismatch(
                 "The store holds encrypted secrets but ADDON_SECRET_KEY is not set; set it"
             )
         from cryptography.fernet import InvalidToken  # loaded with the key, in __init__
@@ -61,6 +61,6 @@ class Sealer:
         try:
             return self._fernet.decrypt(stored[len(_SEALED) :].encode()).decode()
         except InvalidToken as exc:
-            raise ConfigError(
+            raise SecretKeyMismatch(
                 "A stored secret does not decrypt with ADDON_SECRET_KEY; is it the key used before?"
             ) from exc

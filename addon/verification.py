@@ -6,10 +6,11 @@ The steps, in order (``jwt_auth`` does the pure parts):
    before it reads any body);
 2. ``Verifier.accept``: one ``Store.read_and_claim`` reads the installation and claims the
    ``jti`` (accepted once) and, for a webhook, the message id (run once);
-3. the HS256 signature is verified with the installation's secret. When it does not verify, or
-   the ``jti`` was used before, the claims just made are released (one more round trip, on the
-   failure path only) and the request is refused: claiming before verifying lets nobody suppress
-   a future message, since message ids and ``jti`` values are unguessable.
+3. the HS256 signature is verified with the installation's secret. When it does not verify, the
+   ``jti`` was used before, or the secret does not open (``SecretKeyMismatch``), the claims just
+   made are released (one more round trip, on the failure path only) and the request is refused:
+   claiming before verifying lets nobody suppress a future message, since message ids and ``jti``
+   values are unguessable.
 
 No cache of installations: every replica sees an uninstall at once.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from addon.errors import InvalidJWT, UnknownInstallation
+from addon.errors import AddonError, InvalidJWT, UnknownInstallation
 from addon.installations import Installation
 from addon.jwt_auth import Claims, Token, read_token, verify
 from addon.seal import Sealer
@@ -82,28 +83,31 @@ class Verifier:
             raise UnknownInstallation(
                 f"No installation for oauth_id {claims.iss!r}; was the add-on uninstalled?"
             )
-        installation = Installation.from_record(raw, self._sealer)
         made = tuple(
             key for (key, _v, _t), is_mine in zip(entries, claimed, strict=True) if is_mine
         )
-        accepted = Accepted(claims, installation, message_id is None or claimed[-1], made)
-        secret = installation.oauth_secret.value
         try:
+            # Inside: a secret sealed with another ADDON_SECRET_KEY must not keep the claims.
+            installation = Installation.from_record(raw, self._sealer)
+            secret = installation.oauth_secret.value
             verify(token, secret if key_of is None else key_of(secret))
             if is_once and not claimed[0]:
                 raise InvalidJWT(
                     f"The JWT from {claims.iss!r} was already used; "
                     "sign every request with a fresh jti"
                 )
-        except InvalidJWT:
-            await self.release(accepted)
+        except AddonError:
+            await self._forget(made)
             raise
-        return accepted
+        return Accepted(claims, installation, message_id is None or claimed[-1], made)
 
     async def release(self, accepted: Accepted) -> None:
         """Delete the claims ``accepted`` made: the request was refused after all."""
-        if accepted.claimed:
-            await self._store.delete(*accepted.claimed)
+        await self._forget(accepted.claimed)
+
+    async def _forget(self, claimed: tuple[str, ...]) -> None:
+        if claimed:
+            await self._store.delete(*claimed)
 
     def _claims(
         self, claims: Claims, *, now: float, message_id: str | None, is_once: bool, stamp: str

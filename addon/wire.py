@@ -12,6 +12,7 @@ A leaf module: it imports only ``addon.errors`` and ``addon.jsonvalue``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from addon.errors import RequestError
 from addon.jsonvalue import MAX_DEPTH, check_depth
 
 __all__ = [
+    "OAUTH_ID",
     "Room",
     "Sender",
     "Webhook",
@@ -33,6 +35,9 @@ __all__ = [
 ]
 
 _EMPTY: Mapping[str, object] = {}
+# An installation's oauth_id (HipChat sends a UUID; ``installations.oauth_id_from`` and the JWT
+# ``iss`` check use it). The narrow alphabet keeps ':', '~', '{' and '}' (key syntax) out.
+OAUTH_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

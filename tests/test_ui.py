@@ -486,6 +486,7 @@ async def test_settings_read_back_typed_and_validated(store: Store, settings: Se
     with pytest.raises(TypeError, match="declares settings 'Flags', not 'int'"):
         integration.settings_type(int)
     configs, fields = ConfigStore(store, Keys("t")), integration.settings_fields
+    await store.put(Keys("t").installation("o1"), "{}")  # settings are kept while it is installed
     assert [f.input_type for f in fields] == ["text", "number", "number", "checkbox"]
     saved = await configs.save("o1", "flags", fields, {"limit": 5, "ratio": 2, "loud": True})
     assert saved == {"greeting": "hello", "limit": 5, "ratio": 2.0, "loud": True}

@@ -46,6 +46,8 @@ class Keys:
             raise ValueError(f"The store key prefix {self.prefix!r} must not contain '{{' or '}}'")
 
     def _of(self, kind: str, owner: str, rest: str = "") -> str:
+        if "{" in owner or "}" in owner:  # it would end the hash tag early (callers validate ids)
+            raise ValueError(f"A store key owner must not contain '{{' or '}}': {owner!r}")
         return f"{self.prefix}:{kind}:{{{owner}}}{rest}"
 
     def installation(self, oauth_id: str) -> str:
@@ -107,6 +109,10 @@ class Keys:
     def config(self, oauth_id: str, integration: str) -> str:
         """An integration's settings in one installation (its configuration page saves them)."""
         return self._of("config", oauth_id, f":{integration}")
+
+    def config_lock(self, oauth_id: str, integration: str) -> str:
+        """Held while a configuration page's save reads, merges and writes ``config``."""
+        return self._of("lock", oauth_id, f":config:{integration}")
 
     def storage_prefix(self) -> str:
         return f"{self.prefix}:storage:"

@@ -22,12 +22,14 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from addon.errors import RequestError
-from addon.store import Keys, Store
+from addon.errors import RequestError, StoreUnavailable, UnknownInstallation
+from addon.store import Keys, Store, lock
 
 __all__ = ["MAX_TEXT", "ConfigStore", "Field", "fields_of", "values_of"]
 
 MAX_TEXT = 1000
+_LOCK_TTL = 10.0  # a save is two store round trips; a holder that died frees the lock after this
+_LOCK_WAIT = 15.0
 _TYPES: dict[type, str] = {str: "text", int: "number", float: "number", bool: "checkbox"}
 _S = TypeVar("_S")
 
@@ -116,8 +118,16 @@ class ConfigStore:
     ) -> dict[str, Any]:
         """Validate ``submitted``, merge it over the current values, store and return them."""
         changes = coerce(fields, submitted)
-        values = {**await self.load(oauth_id, integration, fields), **changes}
-        await self._store.put(self._keys.config(oauth_id, integration), json.dumps(values))
+        lock_key = self._keys.config_lock(oauth_id, integration)
+        async with lock(self._store, lock_key, ttl=_LOCK_TTL, wait=_LOCK_WAIT) as acquired:
+            if not acquired:  # saving beside the holder could undo its save
+                raise StoreUnavailable(f"The settings of {integration!r} stayed locked; try again")
+            values = {**await self.load(oauth_id, integration, fields), **changes}
+            key, guard = self._keys.config(oauth_id, integration), self._keys.installation(oauth_id)
+            if not await self._store.put_guarded(key, json.dumps(values), guard=guard):
+                raise UnknownInstallation(
+                    f"Installation {oauth_id!r} was uninstalled; its settings are gone"
+                )
         return values
 
 
