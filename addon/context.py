@@ -133,6 +133,12 @@ class Storage:
         self._lock_key = keys.storage_lock(owner, integration)
         self._is_locked = False
 
+    @classmethod
+    def of(cls, runtime: Runtime, installation: Installation, integration: str) -> Storage:
+        """``integration``'s storage in ``installation``, with the add-on's quota."""
+        quota = runtime.settings.storage_quota
+        return cls(runtime.store, runtime.keys, installation.oauth_id, integration, quota=quota)
+
     async def all(self) -> dict[str, JSON]:
         """Every stored name and value."""
         fields = await self._store.map_all(self._key)
@@ -272,14 +278,7 @@ class Context:
     @property
     def storage(self) -> Storage:
         """This integration's persistent storage in this installation."""
-        runtime = self._runtime
-        return Storage(
-            runtime.store,
-            runtime.keys,
-            self.installation.oauth_id,
-            self._integration.key,
-            quota=runtime.settings.storage_quota,
-        )
+        return Storage.of(self._runtime, self.installation, self._integration.key)
 
     @overload
     async def config(self) -> dict[str, Any]: ...

@@ -26,7 +26,8 @@ from addon.server import MAX_HEADER_BYTES, HeaderTimeoutProtocol, uvicorn_option
 from addon.settings import Settings
 from addon.store.redis import RedisStore
 from addon.testing import FakeHipChat, Installed
-from tests.helpers import make_app, store_snapshot
+from tests.helpers import free_port, make_app, store_snapshot
+from tests.helpers import served as serving
 
 pytestmark = pytest.mark.anyio
 
@@ -199,23 +200,10 @@ def served(settings: Settings) -> Iterator[int]:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": f"ok {loop.__module__}".encode()})
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    port = free_port()
     options = uvicorn_options(dataclasses.replace(settings, read_timeout=0.3))
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **options
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app, port, **options):
+        yield port
 
 
 def _read_until_closed(sock: socket.socket) -> bytes:

@@ -175,14 +175,7 @@ class UIRequest:
     @property
     def storage(self) -> Storage:
         """The integration's storage in this installation (the one its commands use)."""
-        runtime = self.runtime
-        return Storage(
-            runtime.store,
-            runtime.keys,
-            self.installation.oauth_id,
-            self.integration.key,
-            quota=runtime.settings.storage_quota,
-        )
+        return Storage.of(self.runtime, self.installation, self.integration.key)
 
     @property
     def glances(self) -> GlancePusher:
