@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,7 +29,7 @@ from addon.settings import Settings
 from addon.store import Store
 from addon.testing import FakeHipChat, Installed
 from addon.wire import id_of, parse_webhook, room_id_of
-from tests.helpers import make_app
+from tests.helpers import REPO, make_app
 
 pytestmark = pytest.mark.anyio
 
@@ -245,3 +249,24 @@ async def test_read_and_claim_loads_its_script_again_after_a_flush(
     finally:
         await admin.aclose()
     assert await redis_store.read_and_claim("{t}:inst", [("{t}:k", "1", 60)]) == ("record", [True])
+
+
+def test_the_serving_process_tunes_its_garbage_collector(tmp_path: Any) -> None:
+    # uvicorn's factory runs in the serving process: check it there, not in the test process.
+    probe = (
+        "import gc, json; from addon.app import GC_THRESHOLD, create_app_from_environ;"
+        "before = gc.get_threshold(); create_app_from_environ();"
+        "print(json.dumps([before[0], gc.get_threshold()[0], GC_THRESHOLD, gc.get_freeze_count()]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADDON_")}
+    env |= {
+        "ADDON_STORE_URL": f"sqlite:///{tmp_path / 'addon.db'}",
+        "ADDON_CAPABILITIES_PATH": str(REPO / "capabilities"),
+        "ADDON_INTEGRATIONS_PATH": str(REPO / "integrations"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    before, after, wanted, frozen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (before, after) == (700, wanted) and frozen > 10_000  # start-up's objects frozen
