@@ -267,7 +267,9 @@ class MetricsMiddleware:
     """Times every HTTP response by route template (never the raw path) and status.
 
     Pure ASGI (no ``BaseHTTPMiddleware`` task and body streaming): per request, one closure to
-    see the status, two clock reads and the observation.
+    see the status, two clock reads and the observation. The time is taken when the response's
+    last body message is sent: a webhook whose handler outlives the reply window answers at the
+    window, and its handler's run is the handler histogram's, not the request's.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
@@ -278,21 +280,28 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        status, observed = 500, False
         started = time.perf_counter()
 
         async def sending(message: Message) -> None:
-            nonlocal status
+            nonlocal status, observed
+            await send(message)
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                observed = True
+                self._observe(scope, status, started)
 
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.observe_http(path, status, time.perf_counter() - started)
+            if not observed:  # no complete response (an error escaped, or the client left)
+                self._observe(scope, status, started)
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        self.metrics.observe_http(path, status, time.perf_counter() - started)
 
 
 def create_app_from_environ() -> Starlette:

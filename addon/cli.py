@@ -481,7 +481,6 @@ def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) ->
             workers=args.workers,
             log_config=config,  # applied again in each worker process
             proxy_headers=True,
-            timeout_graceful_shutdown=int(settings.shutdown_timeout) + 1,
             **uvicorn_options(settings),
         )
     return 0

@@ -8,12 +8,15 @@ their ``on_event`` handlers. A message
 delivered twice (two matching webhooks, a retry, two replicas) runs once: its id is claimed in the
 store first (by the webhook route, with the installation read; by ``handle`` otherwise).
 
-Each handler runs in a task of its own (its timeouts bind to it); the response waits for the first
-reply with no more than one future and one timer, and not at all once the reply is there.
+The first (usually the only) handler runs in the request's own task, awaited directly, so its
+timeouts bind to that task, and a command that finishes inside the reply window costs no task, no
+future and no thread switch. The window is one timer. When the window closes first, the response
+goes out from a task made for it then, and the handler runs on in the request's task. A webhook that
+selects several handlers (patterns, events) runs the others in tasks of their own.
 
-Replies (``Outbox``): the first reply ready within ``settings.reply_window`` seconds is returned,
-for the route to send as the webhook's 200 JSON response (a synchronous reply); every later one is
-posted through ``Runtime.post_notification``. Each handler runs under
+Replies (``Outbox``): the first reply ready within ``settings.reply_window`` seconds is the
+webhook's 200 JSON response (a synchronous reply), sent through the route's ``respond`` as soon as
+it is made; every later one is posted through ``Runtime.post_notification``. Each handler runs under
 ``settings.command_timeout``, and this is the one place where ``except Exception`` is allowed
 (the per-handler boundary): a handler that raises or hangs is logged and its room gets a short
 red notice, and nothing else is affected.
@@ -34,7 +37,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict, TypeVar
 
@@ -62,13 +65,16 @@ from addon.metrics import Metrics
 from addon.verification import SEEN_TTL
 from addon.wire import Room, Sender, Webhook, parse_webhook
 
-__all__ = ["Dispatcher", "Outbox", "Plan", "Signed"]
+__all__ = ["Dispatcher", "Outbox", "Plan", "Respond", "Signed"]
 
 NOTICE_GRACE = 5.0  # seconds cancelled handlers get to tell their rooms, when draining
 log = logging.getLogger("addon.dispatch")
 _T = TypeVar("_T")
 _COMMAND_TEXT = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
 _NO_SENDER = "The room_message webhook needs item.message.from.id, the sending user's id"
+
+#: Sends a webhook's response: the reply (a 200 with the JSON notification), or None (a 204).
+Respond = Callable[[dict[str, object] | None], Coroutine[Any, Any, None]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,69 +159,96 @@ def _release(loop: asyncio.AbstractEventLoop, slots: asyncio.Semaphore) -> None:
 
 
 class Outbox:
-    """Where one webhook's replies go: the first one within the reply window rides on the
-    webhook's response; every later one (or any after the window) is posted through REST.
+    """Where one webhook's replies go: the first one within the reply window is the webhook's
+    response (``respond``); every later one (or any after the window) is posted through REST.
 
-    No future exists unless the route has to wait for a handler that is still running.
+    The response is sent by the request's own task (the owner) whenever it is free to: when its
+    handler replies, or once its handlers are done. Only when the owner is busy running its
+    handler as the window closes (or another handler's task replies) is a task made to send it
+    (``_late``), which the owner awaits before the request ends. The owner waits on a future only
+    for the other handlers of a webhook that selects several.
     """
 
     def __init__(
-        self, runtime: Runtime, installation: Installation, room: Room, workers: _Workers
+        self,
+        runtime: Runtime,
+        installation: Installation,
+        room: Room,
+        workers: _Workers,
+        respond: Respond,
     ) -> None:
         self._runtime = runtime
         self._installation = installation
         self._room = room
         self._workers = workers
+        self._respond = respond
+        self._owner = asyncio.current_task()
+        self._is_open = True  # no response decided yet
         self._reply: dict[str, object] | None = None
+        self._owner_answers = False  # decided while the owner waited: it sends ``_reply``
         self._error: BaseException | None = None
-        self._is_open = True  # the response is not settled yet
         self._waiter: asyncio.Future[None] | None = None
+        self._late: asyncio.Task[None] | None = None
         self.pending = 0
 
     async def send(self, notification: dict[str, object]) -> None:
-        """Deliver a reply: in the webhook response while it is open, else through REST."""
-        if self._is_open:
-            self._settle(notification)
+        """Deliver a reply: as the webhook's response while it is open, else through REST."""
+        if not self._is_open:
+            await self._runtime.post_notification(self._installation, self._room.id, notification)
             return
-        await self._runtime.post_notification(self._installation, self._room.id, notification)
+        self._is_open = False
+        if asyncio.current_task() is self._owner:
+            await self._respond(notification)  # the request's own task: send it now
+        else:
+            self._hand_over(notification)
 
     async def run_sync(self, func: Callable[[], _T], *, owner: str) -> _T:
         """Run ``func`` in a worker thread on behalf of integration ``owner``; its result."""
         context = contextvars.copy_context()
         return await self._workers.run(owner, functools.partial(context.run, func))
 
+    def window_over(self) -> None:
+        """The reply window closed (its timer): the response goes out now, empty if no reply."""
+        if self._is_open:
+            self._is_open = False
+            self._hand_over(None)
+
     def job_done(self) -> None:
         self.pending -= 1
-        if self.pending == 0 and self._is_open:
-            self._settle(None)
+        if self.pending == 0:
+            self._wake()
 
     def fail(self, exc: BaseException) -> bool:
-        """Hand ``exc`` to the waiting response (raise_errors); False when it has gone."""
+        """Make ``exc`` the request's outcome (raise_errors); False once the response is decided."""
         if not self._is_open:
             return False
+        self._is_open = False
         self._error = exc
-        self._settle(None)
+        self._wake()
         return True
 
-    async def response(self, window: float) -> dict[str, object] | None:
-        """The reply for the webhook response: at once when settled, else within ``window`` s."""
-        if self._is_open:
-            loop = asyncio.get_running_loop()
-            self._waiter = loop.create_future()
-            timer = loop.call_later(window, self._settle, None)
-            try:
-                await self._waiter
-            finally:
-                timer.cancel()
-                self._settle(None)  # the window is over: later replies go through REST
+    async def finish(self) -> None:
+        """In the owner, its own handler done: wait for any others (in the window), then answer."""
+        if self._is_open and self.pending > 0:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
         if self._error is not None:
             raise self._error
-        return self._reply
+        if self._is_open or self._owner_answers:
+            self._is_open = self._owner_answers = False
+            await self._respond(self._reply)
+        elif self._late is not None:
+            await self._late  # the response is out before the request ends
 
-    def _settle(self, reply: dict[str, object] | None) -> None:
-        if not self._is_open:
-            return
-        self._is_open, self._reply = False, reply
+    def _hand_over(self, reply: dict[str, object] | None) -> None:
+        # Decided while the owner cannot send: it waits (it sends) or runs its handler (a task).
+        if self._waiter is not None:
+            self._reply, self._owner_answers = reply, True
+            self._wake()
+        else:
+            self._late = asyncio.get_running_loop().create_task(self._respond(reply))
+
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -243,7 +276,8 @@ class Dispatcher:
         self._events = [(i, e, h) for i in integrations for e, h in i.events]
         self._logs = {i.key: context_log(i.key) for i in integrations}
         self._workers = _Workers(max_threads)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # running handlers, for drain
+        self._deliveries: set[asyncio.Task[None]] = set()  # ``run``'s tasks (strong references)
         self._errors: list[BaseException] = []
         self._draining = False
         # A request id: this process's random prefix and a counter (no uuid4 per request).
@@ -291,18 +325,52 @@ class Dispatcher:
         signed: Signed | None = None,
         room: Room | None = None,
     ) -> dict[str, object] | None:
-        """Run ``plan`` (its message id already claimed); the reply for the response, or None.
+        """``deliver`` for a caller that wants the reply as a value, not sent through ``respond``.
 
-        Each handler runs in a task of its own (``_start``); the response waits for the first
-        reply or for every handler to end, ``reply_window`` s at most. ``ShuttingDown`` once
-        ``drain`` began (it may have begun during the caller's store round trip): a task started
+        The handlers run in a task of their own (``deliver`` in it), and this returns as soon as
+        the response is decided: the first reply, or None when the handlers end or the window
+        closes without one. Errors raised before that are raised here.
+        """
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[dict[str, object] | None] = loop.create_future()
+
+        async def respond(reply: dict[str, object] | None) -> None:
+            if not answer.done():
+                answer.set_result(reply)
+
+        delivery = self.deliver(
+            plan, installation, request_id=request_id, respond=respond, signed=signed, room=room
+        )
+        task = loop.create_task(delivery)
+        self._deliveries.add(task)
+        task.add_done_callback(functools.partial(self._delivered, answer))
+        return await answer
+
+    async def deliver(
+        self,
+        plan: Plan,
+        installation: Installation,
+        *,
+        request_id: str,
+        respond: Respond,
+        signed: Signed | None = None,
+        room: Room | None = None,
+    ) -> None:
+        """Run ``plan`` (its message id already claimed) and send the response once: ``respond``.
+
+        The first handler runs here, in the caller's task (``_run_here``), any others in tasks of
+        their own (``_start``). ``respond`` gets the first reply as soon as it is made, or None
+        when the handlers end without one or ``reply_window`` s pass, whichever comes first; this
+        returns when the first handler has ended and the response is out. ``ShuttingDown`` once
+        ``drain`` began (it may have begun during the caller's store round trip): work started
         then would be neither awaited nor cancelled by it.
         """
         hook = plan.hook
         if room is None:
             room = _room_of(hook, installation, signed)
         if not plan.selected:
-            return None
+            await respond(None)
+            return
         if self._draining:
             raise ShuttingDown("The add-on is shutting down; deliver this webhook again shortly")
         sender = hook.sender
@@ -316,12 +384,20 @@ class Dispatcher:
                 "event": hook.event,
             }
         )
-        outbox = Outbox(self._runtime, installation, room, self._workers)
-        jobs = [self._job(s, hook, sender, installation, room, outbox) for s in plan.selected]
-        outbox.pending = len(jobs)
-        for job in jobs:
-            self._start(job, outbox)
-        return await outbox.response(self._runtime.settings.reply_window)
+        outbox = Outbox(self._runtime, installation, room, self._workers, respond)
+        first, *others = [
+            self._job(s, hook, sender, installation, room, outbox) for s in plan.selected
+        ]
+        outbox.pending = 1 + len(others)
+        window = self._runtime.settings.reply_window
+        timer = asyncio.get_running_loop().call_later(window, outbox.window_over)
+        try:
+            for job in others:
+                self._start(job, outbox)
+            await self._run_here(first, outbox)
+            await outbox.finish()
+        finally:
+            timer.cancel()
 
     def room_of(self, hook: Webhook, installation: Installation, signed: Signed | None) -> Room:
         """The one room of ``hook`` (``RequestError`` when it names none or another one)."""
@@ -343,12 +419,44 @@ class Dispatcher:
             raise self._errors[0]
 
     def _start(self, job: _Job, outbox: Outbox) -> None:
-        # A task of its own, even for a quick handler: the command timeout (and any timeout or
-        # cancel scope the handler opens) binds to the current task, so on Python 3.11 a handler
-        # cannot take its first steps in the request's task (3.12's eager tasks could).
+        # A task of its own: the handlers after a webhook's first one (patterns, events).
         task = asyncio.get_running_loop().create_task(self._run(job, outbox))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _run_here(self, job: _Job, outbox: Outbox) -> None:
+        """Run ``job`` in the current task: the command timeout and any timeout the handler opens
+        bind to it (Python 3.11 has no eager tasks; this is the same without a task).
+
+        The request's task is cancelled only when the add-on stops: by ``drain``, which waits
+        for it like a task of its own, or by the server once its graceful shutdown timeout
+        (``ADDON_SHUTDOWN_TIMEOUT``) has run out. The handler is then stopped and its room told;
+        that cancel is spent, and the request still gets its response. A second cancel is not
+        absorbed.
+        """
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine the loop runs always has a task
+        self._tasks.add(task)
+        try:
+            await self._run(job, outbox)
+        except asyncio.CancelledError:
+            if task.uncancel() > 0:
+                raise
+        finally:
+            self._tasks.discard(task)
+
+    def _delivered(
+        self, answer: asyncio.Future[dict[str, object] | None], task: asyncio.Task[None]
+    ) -> None:
+        # ``run``'s task ended: its failure goes to the caller while it waits, else to the log.
+        self._deliveries.discard(task)
+        if task.cancelled():
+            answer.cancel()
+        elif (exc := task.exception()) is not None:
+            if not answer.done():
+                answer.set_exception(exc)
+            else:
+                log.error("Dispatch failed after the response", exc_info=exc)
 
     def _select(self, hook: Webhook) -> list[_Selected]:
         if hook.event != "room_message":
@@ -439,9 +547,8 @@ class Dispatcher:
         except ApprovalRequired as exc:
             await _tell(context, _approval_notice(label, exc, _sender_of(context)))
             return "approval"
-        except asyncio.CancelledError:
-            if self._draining:
-                await _tell(context, _notice(f"{label} was stopped: the add-on is restarting"))
+        except asyncio.CancelledError:  # not the command timeout: the add-on is stopping
+            await _tell(context, _notice(f"{label} was stopped: the add-on is restarting"))
             raise
         except Exception as exc:  # the one place that catches everything: a handler's failure
             if isinstance(exc, TimeoutError) and scope.expired():

@@ -32,7 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 from addon.admin import erase_storage, export_storage, import_storage, load_storage, save_storage
 from addon.approval import APPROVE_PATH, CALLBACK_PATH, ApprovalService
 from addon.descriptor import DESCRIPTOR_PATH, Capabilities
-from addon.dispatch import Dispatcher, Signed
+from addon.dispatch import Dispatcher, Respond, Signed
 from addon.errors import (
     AddonError,
     AuthError,
@@ -373,22 +373,7 @@ class WebhookEndpoint:
         self._read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id, reply = await self.handle(scope, receive)
-        headers = [(b"x-request-id", request_id.encode())]
-        if reply is None:
-            await send({"type": "http.response.start", "status": 204, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        body = orjson.dumps(reply)
-        headers += [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def handle(self, scope: Scope, receive: Receive) -> tuple[str, dict[str, object] | None]:
-        """Verify, parse and dispatch one webhook: its request id and reply (None: 204)."""
+        """Verify, parse and dispatch one webhook; the dispatcher sends the response."""
         now = self._now()
         headers = _headers(scope)
         token = self._verifier.read(extract_jwt(headers, _query(scope)), now=now)
@@ -412,17 +397,38 @@ class WebhookEndpoint:
         except AddonError:
             await self._verifier.release(accepted)  # refused: it did not run
             raise
+        respond = _responder(send, request_id)
         if not accepted.is_first_delivery:
             log.info("Message delivered again; it already ran", extra={"oauth_id": claims.iss})
-            return request_id, None
+            await respond(None)
+            return
         try:
-            reply = await dispatcher.run(
-                plan, installation, request_id=request_id, signed=signed, room=room
+            await dispatcher.deliver(
+                plan, installation, request_id=request_id, respond=respond, signed=signed, room=room
             )
         except ShuttingDown:
             await self._verifier.release(accepted)  # not run: HipChat's next delivery runs it
             raise
-        return request_id, reply
+
+
+def _responder(send: Send, request_id: str) -> Respond:
+    """The webhook's response: 200 with the reply's JSON, or 204 when there is none."""
+
+    async def respond(reply: dict[str, object] | None) -> None:
+        headers = [(b"x-request-id", request_id.encode())]
+        if reply is None:
+            await send({"type": "http.response.start", "status": 204, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = orjson.dumps(reply)
+        headers += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return respond
 
 
 def _headers(scope: Scope) -> dict[str, str]:

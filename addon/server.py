@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import socket
 from typing import Any, cast
 
@@ -110,4 +111,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws": "none",  # no WebSocket endpoints: an upgrade request is served as plain HTTP
         "limit_concurrency": LIMIT_CONCURRENCY,
         "timeout_keep_alive": TIMEOUT_KEEP_ALIVE,
+        # A command's handler runs in its request's task (addon.dispatch): on SIGTERM the server
+        # waits this long for those tasks, then cancels them (the handlers tell their rooms).
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout),
     }

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,21 +16,24 @@ from typing import Any, cast
 import httpx
 import pytest
 import redis.asyncio
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from addon import errors
+from addon import Integration, RoomMessage, errors
+from addon.app import create_app
 from addon.errors import AddonError, ConfigError
 from addon.hipchat import HipChatClient
 from addon.jwt_auth import sign_jwt
 from addon.routes import exception_handlers
+from addon.server import uvicorn_options
 from addon.settings import Settings
 from addon.store import Store
 from addon.testing import FakeHipChat, Installed
 from addon.wire import id_of, parse_webhook, room_id_of
-from tests.helpers import REPO, make_app
+from tests.helpers import REPO, eventually, free_port, make_app, served
 
 pytestmark = pytest.mark.anyio
 
@@ -270,3 +274,51 @@ def test_the_serving_process_tunes_its_garbage_collector(tmp_path: Any) -> None:
     assert done.returncode == 0, done.stderr
     before, after, wanted, frozen = json.loads(done.stdout.strip().splitlines()[-1])
     assert (before, after) == (700, wanted) and frozen > 10_000  # start-up's objects frozen
+
+
+async def test_over_a_socket_a_command_past_the_window_is_answered_at_it_and_replies_later(
+    settings: Settings, sqlite_store: Store, hipchat: FakeHipChat
+) -> None:
+    # The handler runs in the request's own task: the server must send the 204 at the window
+    # while that task goes on, and /metrics must time the request to its response, not to the
+    # handler's end. uvicorn runs in another thread, with its own loop: the handler waits on a
+    # threading.Event, and the store is SQLite (a Redis connection belongs to one loop).
+    store = sqlite_store
+    gate = threading.Event()
+    slow = Integration("slow")
+
+    @slow.command("slow")
+    def late(message: RoomMessage) -> str:
+        gate.wait(10)
+        return "late but here"
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    quick = dataclasses.replace(
+        settings, base_url=base_url, reply_window=0.05, command_timeout=15.0
+    )
+    app = create_app(quick, store=store, transport=hipchat.transport(), integrations=[slow])
+    with served(app, port, **uvicorn_options(quick)):
+        async with httpx.AsyncClient(base_url=base_url) as addon:
+            room = await hipchat.install(addon, room_id=1)
+            try:
+                response = await hipchat.send_message(room, "/slow")
+                assert response is not None and response.status_code == 204
+                answered = _http_count((await addon.get("/metrics")).text, "/webhook/{event}")
+                assert answered == 1  # timed at its response, before the handler ended
+                assert hipchat.notifications(room) == []  # the handler still waits
+            finally:
+                gate.set()
+            await eventually(lambda: hipchat.notifications(room) == ["late but here"])
+        await app.state.addon.aclose(grace=5)
+
+
+def _http_count(text: str, route: str) -> float:
+    """How many responses ``/metrics`` counted for ``route``."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "addon_http_request_duration_seconds_count"
+        and sample.labels.get("route") == route
+    )

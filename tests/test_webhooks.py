@@ -7,12 +7,12 @@ import dataclasses
 import itertools
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from addon.context import RoomEvent, RoomMessage
-from addon.dispatch import Dispatcher, Signed
+from addon.dispatch import Dispatcher, Respond, Signed
 from addon.errors import (
     ApprovalRequired,
     HipChatAPIError,
@@ -651,3 +651,176 @@ async def test_a_signed_redelivery_of_a_message_that_ran_answers_nothing(store: 
     assert await dispatcher.handle(first, installation(), request_id="a", signed=_signed())
     assert await dispatcher.handle(first, installation(), request_id="c", signed=_signed()) is None
     assert len(seen) == 1
+
+
+# -- the request's own task: no task, no future for a handler that ends in the window --------
+
+
+class _TaskCount:
+    """Counts the tasks the running loop creates (its task factory: a real hook, not a mock)."""
+
+    def __init__(self) -> None:
+        self.created = 0
+
+    def __enter__(self) -> _TaskCount:
+        loop = asyncio.get_running_loop()
+        self._previous = loop.get_task_factory()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            self.created += 1
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(factory)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.get_running_loop().set_task_factory(self._previous)
+
+
+Sent = list[tuple[dict[str, object] | None, "asyncio.Task[Any] | None"]]
+
+
+def _recorder(sent: Sent, then: asyncio.Event | None = None) -> Respond:
+    """A ``respond`` that records each response and the task that sent it."""
+
+    async def respond(reply: dict[str, object] | None) -> None:
+        sent.append((reply, asyncio.current_task()))
+        if then is not None:
+            then.set()
+
+    return respond
+
+
+async def deliver(dispatcher: Dispatcher, body: dict[str, object], respond: Respond) -> None:
+    """What the webhook route does once the message id is claimed."""
+    hook = parse_webhook(body)
+    await dispatcher.deliver(
+        dispatcher.plan(hook), installation(), request_id="req-1", respond=respond
+    )
+
+
+@pytest.mark.anyio
+async def test_a_command_ending_in_the_window_runs_in_the_requests_task_and_makes_no_task(
+    store: Store,
+) -> None:
+    integration = Integration("where")
+    handler_tasks: list[asyncio.Task[Any] | None] = []
+
+    @integration.command("where")
+    async def where(message: RoomMessage) -> None:
+        handler_tasks.append(asyncio.current_task())
+        await message.reply("here")
+        await asyncio.sleep(0)  # it goes on after its reply: the response is already out
+
+    runtime = RecordingRuntime(store)
+    dispatcher = Dispatcher([integration], runtime)
+    sent: Sent = []
+    with _TaskCount() as tasks:
+        await deliver(dispatcher, message("/where"), _recorder(sent))
+    request = asyncio.current_task()
+    assert handler_tasks == [request]
+    assert sent == [(text("here"), request)]
+    assert tasks.created == 0 and runtime.posted == []
+
+
+@pytest.mark.anyio
+async def test_a_command_outliving_the_window_is_answered_by_one_task_and_runs_on_in_place(
+    store: Store,
+) -> None:
+    integration = Integration("slow")
+    handler_tasks: list[asyncio.Task[Any] | None] = []
+    answered = asyncio.Event()
+
+    @integration.command("slow")
+    async def slow(message: RoomMessage) -> None:
+        handler_tasks.append(asyncio.current_task())
+        await answered.wait()  # the window closes first; the response goes out without us
+        await message.reply("late but here")
+
+    runtime = runtime_with(store, reply_window=0.01)
+    sent: Sent = []
+    with _TaskCount() as tasks:
+        await deliver(
+            Dispatcher([integration], runtime), message("/slow"), _recorder(sent, answered)
+        )
+    request = asyncio.current_task()
+    [(reply, sender)] = sent
+    assert reply is None and sender is not request and handler_tasks == [request]
+    assert tasks.created == 1  # the one that sent the response at the window
+    assert runtime.messages() == ["late but here"]
+
+
+@pytest.mark.anyio
+async def test_a_timeout_the_handler_opens_after_the_window_cancels_only_the_handlers_work(
+    store: Store,
+) -> None:
+    integration = Integration("patient")
+    answered = asyncio.Event()
+
+    @integration.command("patient")
+    async def patient(message: RoomMessage) -> str:
+        await answered.wait()
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(60)
+        except TimeoutError:
+            return "gave up waiting"
+        return "never"
+
+    runtime = runtime_with(store, reply_window=0.01, command_timeout=30.0)
+    sent: Sent = []
+    await deliver(
+        Dispatcher([integration], runtime), message("/patient"), _recorder(sent, answered)
+    )
+    assert [reply for reply, _task in sent] == [None]
+    assert runtime.messages() == ["gave up waiting"]
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+
+
+@pytest.mark.anyio
+async def test_drain_stops_a_handler_in_the_requests_task_and_the_request_is_still_answered(
+    store: Store,
+) -> None:
+    integration = Integration("forever")
+    started = asyncio.Event()
+
+    @integration.command("forever")
+    async def forever(message: RoomMessage) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    runtime = runtime_with(store, reply_window=30.0)
+    dispatcher = Dispatcher([integration], runtime)
+    sent: Sent = []
+    request = asyncio.get_running_loop().create_task(
+        deliver(dispatcher, message("/forever"), _recorder(sent))
+    )
+    await started.wait()
+    await dispatcher.drain(0)
+    await request  # ends normally: the drain's cancel stayed inside the handler
+    notice = text("/forever was stopped: the add-on is restarting", color="red")
+    assert sent == [(notice, request)] and runtime.posted == []
+
+
+@pytest.mark.anyio
+async def test_several_handlers_answer_with_the_first_reply_whichever_task_makes_it(
+    store: Store,
+) -> None:
+    integration = Integration("patterns")
+    second_may_reply = asyncio.Event()
+
+    @integration.on_message(r"\bhello\b")
+    async def first(message: RoomMessage) -> None:
+        await second_may_reply.wait()  # the request's task waits here; the other one replies
+
+    @integration.on_message(r"\bworld\b")
+    async def second(message: RoomMessage) -> None:
+        await message.reply("world to you")
+        second_may_reply.set()
+
+    runtime = RecordingRuntime(store)
+    sent: Sent = []
+    await deliver(Dispatcher([integration], runtime), message("hello world"), _recorder(sent))
+    assert [reply for reply, _task in sent] == [text("world to you")]
+    assert runtime.posted == []

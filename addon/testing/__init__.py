@@ -19,10 +19,12 @@ from __future__ import annotations
 from addon.testing.api import FakeRestAPI, RecordedRequest
 from addon.testing.fake import Call, FakeHipChat, FakeHipChatError, Installed, OAuthClient
 from addon.testing.harness import TEST_ADDON_URL, addon_settings, create_test_app, trusting
+from addon.testing.transport import AppTransport
 from addon.testing.ui import GlancePush, LoadedPage
 
 __all__ = [
     "TEST_ADDON_URL",
+    "AppTransport",
     "Call",
     "FakeHipChat",
     "FakeHipChatError",

@@ -124,6 +124,5 @@ def _run_addon(settings: Settings, port: int, reload: bool) -> None:
         reload=reload,
         reload_dirs=watched if reload else None,
         reload_includes=["*.py", "*.json", "*.html", "*.css", "*.js"] if reload else None,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout) + 1,
         **uvicorn_options(settings),
     )

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp
 
 from addon.jwt_auth import sign_jwt
 from addon.testing.api import FakeRestAPI
+from addon.testing.transport import AppTransport
 from addon.testing.ui import UIClientSide
 
 __all__ = ["Call", "FakeHipChat", "FakeHipChatError", "Installed", "OAuthClient"]
@@ -171,9 +172,9 @@ class FakeHipChat(UIClientSide):
 
     # -- the HipChat side of the wire -------------------------------------------------------
 
-    def transport(self) -> httpx.ASGITransport:
+    def transport(self) -> httpx.AsyncBaseTransport:
         """An httpx transport that delivers the add-on's requests to this fake, in-process."""
-        return httpx.ASGITransport(app=self.app)
+        return AppTransport(self.app)
 
     @property
     def host(self) -> str:
@@ -184,10 +185,13 @@ class FakeHipChat(UIClientSide):
     def connect(app: Any, base_url: str | None = None) -> httpx.AsyncClient:
         """An HTTP client that reaches the add-on ``app`` in-process, as HipChat would.
 
+        Each response returns as soon as its body is complete, as from a server, while the app
+        may run on (``AppTransport``); closing the client waits for those calls.
+
         ``base_url`` defaults to the add-on's ``ADDON_BASE_URL`` when ``app`` is ours.
         """
         url = base_url or _base_url_of(app)
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=url)
+        return httpx.AsyncClient(transport=AppTransport(app), base_url=url)
 
     def peer(self, addon: AddonPeer) -> httpx.AsyncClient:
         """The HTTP client for ``addon``: itself, or a connection to the app (kept until
@@ -202,7 +206,11 @@ class FakeHipChat(UIClientSide):
         return client
 
     async def aclose(self) -> None:
-        """Close the connections ``peer`` opened to add-on apps."""
+        """Close the connections ``peer`` opened to add-on apps.
+
+        Each waits for the app calls still running on it (a handler past its reply window), as
+        a server does when it stops: drain the add-on first (``app.state.addon.aclose()``).
+        """
         connections, self._connections = self._connections, []
         for _app, client in connections:
             await client.aclose()

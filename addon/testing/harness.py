@@ -10,8 +10,8 @@ app = create_test_app(hipchat, settings)
 room = await hipchat.install(app)
 await hipchat.send_message(room, "/echo hi")
 assert hipchat.notifications(room) == ["hi"]
-await hipchat.aclose()
-await app.state.addon.aclose()
+await app.state.addon.aclose()  # first: handlers still running are given a grace, then stopped
+await hipchat.aclose()  # then the connections, which wait for the requests still answering
 ```
 """
 

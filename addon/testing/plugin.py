@@ -131,10 +131,11 @@ async def addon_app(
         yield app
     finally:
         try:
-            await hipchat.aclose()
-        finally:
-            # Raises what a handler raised after its reply went out (raise_errors).
+            # Handlers still running get DRAIN_GRACE s, then are stopped. Raises what a handler
+            # raised after its reply went out (raise_errors).
             await app.state.addon.aclose(grace=DRAIN_GRACE)
+        finally:
+            await hipchat.aclose()  # its connections wait for the requests still answering
 
 
 def _marker_value(request: pytest.FixtureRequest, name: str) -> object:
