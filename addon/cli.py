@@ -50,6 +50,7 @@ log = logging.getLogger("addon")
 COMMANDS = ("serve", "dev", "new", "check", "descriptor", "storage")
 DEPRECATED = {"check-config": "check"}  # hidden aliases, kept for one release
 DESCRIPTION = "An Atlassian Connect add-on server for HipChat."
+APP = "addon.app:create_app_from_environ"  # uvicorn's factory, in the serving process(es)
 SERVE_USAGE = (
     "%(prog)s [--host H] [-p PORT] [--workers N] [-i DIR] [-t TOKEN ...] [-l FILE] "
     "[--no-store-check]\n"
@@ -215,6 +216,8 @@ def _legacy_serve_arguments(args: argparse.Namespace, serve: argparse.ArgumentPa
             serve.error("a token is neither NAME:TOKEN nor ROOM_ID:INTEGRATION:TOKEN")
     args.tokens = [*(args.tokens or ()), *args.legacy_tokens] or None
     args.port = 8000 if args.port is None else args.port
+    if args.workers < 1:
+        serve.error(f"--workers {args.workers}: serve needs at least one worker")
 
 
 def _environment(args: argparse.Namespace) -> dict[str, str]:
@@ -457,6 +460,7 @@ def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) ->
 
     from addon.logs import logging_config, resolve_format
     from addon.server import uvicorn_options
+    from addon.supervisor import Supervisor, WorkerSpec
 
     if args.workers > 1 and settings.store_url.startswith("sqlite:"):
         raise ConfigError(
@@ -472,18 +476,21 @@ def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) ->
         log.warning("%s", warning)
     # Workers are separate processes that read the environment themselves: hand them our flags.
     os.environ.update({k: v for k, v in env.items() if k.startswith("ADDON_")})
+    options = {
+        "factory": True,
+        "log_config": config,  # applied again in each worker process
+        "proxy_headers": True,
+        **uvicorn_options(settings),
+    }
+    grace = options["timeout_graceful_shutdown"]  # ADDON_SHUTDOWN_TIMEOUT, whole seconds
     with _metrics_dir(args.workers, settings.metrics_dir):
-        uvicorn.run(
-            "addon.app:create_app_from_environ",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=config,  # applied again in each worker process
-            proxy_headers=True,
-            **uvicorn_options(settings),
-        )
-    return 0
+        if args.workers == 1:
+            uvicorn.run(APP, host=args.host, port=args.port, **options)
+            return 0
+        spec = WorkerSpec(APP, args.host, args.port, options)
+        # A worker's drain: uvicorn's grace for running requests (the handlers run in them),
+        # then the app's lifespan shutdown, which waits for what those handlers still tell.
+        return Supervisor(spec, args.workers, stop_timeout=2 * grace + 5).run()
 
 
 @contextlib.contextmanager

@@ -8,11 +8,11 @@ slow *body* is bounded by the routes' own body reader (``ADDON_READ_TIMEOUT``), 
 any server.
 
 ``HeaderTimeoutProtocol`` also sets ``TCP_NODELAY`` on every connection itself. uvloop does so
-on its own, but asyncio's loop skips a connection accepted from a socket that uvicorn's
-``--workers N`` supervisor bound (``Config.bind_socket``: protocol number 0, not TCP's), and the
-response, written as its head then its body, then waits for the client's delayed ACK (Nagle's
-algorithm): about 40 ms a request. The first two-worker bench ran on asyncio and met exactly that
-(bench/README.md, *Scaling*).
+on its own, but asyncio's loop skips a connection accepted from a socket bound with protocol
+number 0 rather than TCP's (as uvicorn's ``--workers N`` supervisor binds it,
+``Config.bind_socket``), and the response, written as its head then its body, then waits for the
+client's delayed ACK (Nagle's algorithm): about 40 ms a request. The first two-worker bench ran
+on asyncio and met exactly that (bench/README.md, *Scaling*).
 """
 
 from __future__ import annotations

@@ -941,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="per target, not counted (s)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument(
-        "--addon-workers", type=int, default=1, help="uvicorn worker processes of the add-on"
+        "--addon-workers", type=int, default=1, help="add-on worker processes (serve --workers N)"
     )
     parser.add_argument(
         "--floor-c3",

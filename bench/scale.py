@@ -6,8 +6,9 @@ Starts a private redis-server and a FakeHipChat (in this process), then, all at 
 that Redis, the set-ups it compares:
 
 - ``w1``: ``hipchat-addon serve --workers 1``;
-- ``w2``: ``hipchat-addon serve --workers 2`` (uvicorn's supervisor, two workers sharing one
-  listening socket; prometheus-client's multi-process mode, as ``serve`` sets it up);
+- ``w2``: ``hipchat-addon serve --workers 2`` (``addon/supervisor.py``: two workers, each on
+  its own ``SO_REUSEPORT`` socket; prometheus-client's multi-process mode, as ``serve`` sets it
+  up);
 - ``r3``: three ``hipchat-addon serve --workers 1`` replicas behind Debian's nginx, configured by
   ``deploy/nginx/addon.conf.template`` (filled as docker-compose's nginx image and
   tests/test_balancer.py fill it);
@@ -105,7 +106,7 @@ class Setup:
             if role == "nginx":
                 roles["nginx-master"] = process.pid
                 roles.update({f"nginx-worker-{i}": pid for i, pid in enumerate(kids)})
-            elif kids:  # uvicorn's supervisor and its workers
+            elif kids:  # a supervisor (serve's, or uvicorn's for c2) and its workers
                 roles[f"supervisor-{process.pid}"] = process.pid
                 roles.update({f"worker-{pid}": pid for pid in kids})
             else:

@@ -346,6 +346,13 @@ def test_several_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
     assert "SQLite is for one process" in result.stderr and result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_serve_needs_at_least_one_worker(workers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--workers", workers]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: hipchat-addon serve") and "at least one worker" in err
+
+
 def test_serve_takes_the_metrics_dir_from_settings_not_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
