@@ -201,6 +201,24 @@ async def test_read_and_claim_reads_then_claims_only_what_is_free(store: Store) 
     assert await store.read_and_claim("{t}:inst", []) == ("record", [])
 
 
+async def test_read_and_claim_survives_connections_the_server_dropped(
+    redis_store: Store, redis_url: str
+) -> None:
+    # The webhook path sends its script on a pooled connection itself; when Redis has closed
+    # that connection, the command goes again through redis-py's path on a fresh one.
+    await redis_store.put("{t}:inst", "record")
+    assert await redis_store.read_and_claim("{t}:inst", []) == ("record", [])  # pooled now
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        killed = await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    finally:
+        await admin.aclose()
+    assert killed >= 1
+    claims: list[tuple[str, str, float | None]] = [("{t}:a", "1", 60)]
+    assert await redis_store.read_and_claim("{t}:inst", claims) == ("record", [True])
+    assert await redis_store.get("{t}:a") == "1"
+
+
 async def test_a_ui_request_costs_one_round_trip_for_installation_and_jti(
     hipchat: FakeHipChat, room: Installed, counting: CountingStore
 ) -> None:
