@@ -210,7 +210,7 @@ async def test_read_and_claim_survives_connections_the_server_dropped(
     assert await redis_store.read_and_claim("{t}:inst", []) == ("record", [])  # pooled now
     admin = redis.asyncio.Redis.from_url(redis_url)
     try:
-        killed = await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        killed = await admin.client_kill_filter(_type="normal", skipme=True)
     finally:
         await admin.aclose()
     assert killed >= 1
