@@ -57,6 +57,7 @@ from addon.verification import Verifier
 from addon.wire import load_body, parse_webhook
 
 __all__ = [
+    "WEBHOOK_ROUTE",
     "Admin",
     "Approvals",
     "Endpoints",
@@ -73,6 +74,8 @@ __all__ = [
 
 log = logging.getLogger("addon.routes")
 
+#: The webhook route's path template (``AddonApp`` takes it without the router).
+WEBHOOK_ROUTE = "/webhook/{event}"
 MAX_BODY_BYTES = 1 << 20
 MAX_COMMAND_BYTES = 1024  # the older server's POST / bodies: "save FILE", "load FILE", "erase"
 _LEGACY_USAGE = "The body is not 'save FILE', 'load FILE' or 'erase'; send one of those"
@@ -89,9 +92,13 @@ def error_response(status: int, kind: str, message: str) -> JSONResponse:
 
 async def _addon_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AddonError)
+    return _refusal(exc, request.url.path)
+
+
+def _refusal(exc: AddonError, path: str) -> Response:
     status = exc.http_status
     if status >= 500:
-        log.error("%s: %s", type(exc).__name__, exc, extra={"path": request.url.path})
+        log.error("%s: %s", type(exc).__name__, exc, extra={"path": path})
     return error_response(status, type(exc).__name__, str(exc))
 
 
@@ -355,8 +362,8 @@ class WebhookEndpoint:
     it uses. In order, each step only going down: the JWT's claims (no store, no body) → the
     body, capped while it streams, parsed once into a ``wire.Webhook`` → the handlers it selects
     → one store round trip (installation read, ``jti`` and message-id claims) and the signature
-    → the body's cross-checks → dispatch. A refusal raises an ``AddonError``, which
-    ``exception_handlers`` answers like any other route's.
+    → the body's cross-checks → dispatch. A refusal raises an ``AddonError``, answered as
+    ``exception_handlers`` answer any other route's.
     """
 
     def __init__(
@@ -373,7 +380,18 @@ class WebhookEndpoint:
         self._read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Verify, parse and dispatch one webhook; the dispatcher sends the response."""
+        """Verify, parse and dispatch one webhook; the dispatcher sends the response.
+
+        A refusal (an ``AddonError``, always raised before any response) is answered here as
+        ``exception_handlers`` answer other routes', so the app can call this endpoint without
+        Starlette's middleware stack (``addon.app.AddonApp``).
+        """
+        try:
+            await self._handle(scope, receive, send)
+        except AddonError as exc:
+            await _refusal(exc, scope["path"])(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         now = self._now()
         headers = _headers(scope)
         token = self._verifier.read(extract_jwt(headers, _query(scope)), now=now)
@@ -575,7 +593,7 @@ def routes(endpoints: Endpoints) -> list[BaseRoute]:
     """Every endpoint of the add-on."""
     e = endpoints
     return [
-        Route("/webhook/{event}", e.webhook, methods=["POST"]),
+        Route(WEBHOOK_ROUTE, e.webhook, methods=["POST"]),
         Route("/", e.pages.landing, methods=["GET"]),
         Route(DESCRIPTOR_PATH, e.pages.descriptor, methods=["GET"]),
         Route("/install", e.pages.install_trigger, methods=["GET"]),

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import httpx
@@ -31,7 +31,7 @@ from addon.routes import exception_handlers
 from addon.server import uvicorn_options
 from addon.settings import Settings
 from addon.store import Store
-from addon.testing import FakeHipChat, Installed
+from addon.testing import AppTransport, FakeHipChat, Installed
 from addon.wire import id_of, parse_webhook, room_id_of
 from tests.helpers import REPO, eventually, free_port, make_app, served
 
@@ -340,3 +340,47 @@ def _http_count(text: str, route: str) -> float:
         if sample.name == "addon_http_request_duration_seconds_count"
         and sample.labels.get("route") == route
     )
+
+
+async def test_webhooks_taken_past_the_router_are_answered_as_through_it(
+    counted_app: Starlette, room: Installed, hipchat: FakeHipChat, settings: Settings
+) -> None:
+    # AddonApp takes POST /webhook/{event} straight to its endpoint; under a root_path the same
+    # request goes through Starlette's router and middleware. Both must answer alike.
+    def signed() -> dict[str, str]:
+        token = sign_jwt(room.oauth_id, room.oauth_secret, now=time.time(), sub=1001, room_id=1)
+        return {"Authorization": f"JWT {token}", "Content-Type": "application/json"}
+
+    def echo(text: str) -> bytes:
+        message = hipchat.message(text, message_id=f"m-{time.monotonic_ns()}")
+        item = {"message": message, "room": {"id": 1, "name": "Room 1"}}
+        return json.dumps({"event": "room_message", "item": item}).encode()
+
+    def no_jwt() -> dict[str, str]:
+        return {}
+
+    def bad_jwt() -> dict[str, str]:
+        return {"Authorization": "JWT not.a.jwt"}
+
+    cases: list[tuple[str, Callable[[], dict[str, str]], Callable[[], bytes]]] = [
+        ("/webhook/room_message", no_jwt, lambda: b"{}"),  # 401
+        ("/webhook/room_message", bad_jwt, lambda: b"{}"),  # 401
+        ("/webhook/room_message", signed, lambda: b""),  # not JSON: 400
+        ("/webhook/room_topic_change", signed, lambda: echo("/echo hi")),  # another event: 400
+        ("/webhook/room_message", signed, lambda: b"[1,"),  # 400
+        ("/webhook/room_message", signed, lambda: echo("/echo hi")),  # 200 with the reply
+        ("/webhook/a/b", signed, lambda: b"{}"),  # not a webhook path: the router's 404
+    ]
+    answers: dict[str, list[tuple[int, object]]] = {}
+    for root in ("", "/mounted"):
+        transport = AppTransport(counted_app, root_path=root)
+        async with httpx.AsyncClient(transport=transport, base_url="http://addon.test") as client:
+            answers[root] = []
+            for path, headers, body in cases:
+                response = await client.post(root + path, headers=headers(), content=body())
+                kind = response.headers.get("content-type", "")
+                shown = response.json() if kind.startswith("application/json") else response.text
+                answers[root].append((response.status_code, shown))
+    assert answers[""] == answers["/mounted"]
+    statuses = [status for status, _ in answers[""]]
+    assert statuses == [401, 401, 400, 400, 400, 200, 404]
