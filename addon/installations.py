@@ -24,7 +24,13 @@ from addon.settings import Secret
 from addon.store import Keys, Store, lock
 from addon.wire import OAUTH_ID
 
-__all__ = ["RESERVED_OAUTH_IDS", "InstallPayload", "Installation", "InstallationRepository"]
+__all__ = [
+    "RESERVED_OAUTH_IDS",
+    "InstallPayload",
+    "Installation",
+    "InstallationRepository",
+    "RecordReader",
+]
 
 
 #: Names the store uses for itself (``global`` owned the seed scripts' storage); refused as
@@ -102,6 +108,33 @@ class Installation:
         record["oauth_secret"] = Secret(sealer.open(record["oauth_secret"]))
         record["scopes"] = tuple(record["scopes"])
         return cls(**record)
+
+
+class RecordReader:
+    """``Installation.from_record`` for the signed-request path, remembering recent records.
+
+    Every signed request reads its installation's record from the store, and parsing it (JSON,
+    and with ``ADDON_SECRET_KEY`` a Fernet decryption of the secret) costs more than the rest of
+    the JWT check. The record text read in this request is the key, so this holds no state of
+    its own: an installation that is gone, updated or installed again is read as the store has
+    it now (no record, or another text), never from here. At most ``size`` records are kept;
+    the oldest goes first.
+    """
+
+    def __init__(self, sealer: Sealer, *, size: int = 1024) -> None:
+        self._sealer = sealer
+        self._size = size
+        self._parsed: dict[str, Installation] = {}
+
+    def read(self, raw: str) -> Installation:
+        """The installation ``raw`` (a record as the store holds it) describes."""
+        installation = self._parsed.get(raw)
+        if installation is None:
+            installation = Installation.from_record(raw, self._sealer)
+            if len(self._parsed) >= self._size:
+                del self._parsed[next(iter(self._parsed))]
+            self._parsed[raw] = installation
+        return installation
 
 
 class InstallationRepository:

@@ -48,6 +48,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._head_deadline = 0.0
         self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -56,7 +57,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -78,19 +81,22 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         return self.cycle is None or self.cycle.response_complete
 
     def _arm_header_timer(self) -> None:
-        self._cancel_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._on_header_timeout)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        # Moves the deadline; a timer is made only when none is pending (a keep-alive connection
+        # answering request after request does not make and cancel one per request).
+        self._head_deadline = self.loop.time() + self.header_timeout
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_at(self._head_deadline, self._on_header_timeout)
 
     def _on_header_timeout(self) -> None:
         self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.loop.time() < self._head_deadline:  # the deadline moved on: wait for it
+            self._header_timer = self.loop.call_at(self._head_deadline, self._on_header_timeout)
+            return
         # Still waiting for (the rest of) a request head: drop the connection. A request whose
         # head arrived is in the app's hands, and its body has the app's own read timeout.
-        if self._is_awaiting_head() and not self.transport.is_closing():
+        if self._is_awaiting_head():
             self.transport.close()
 
 

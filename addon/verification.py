@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Callable
 
 from addon.errors import AddonError, InvalidJWT, UnknownInstallation
-from addon.installations import Installation
+from addon.installations import Installation, RecordReader
 from addon.jwt_auth import Claims, Token, read_token, verify
 from addon.seal import Sealer
 from addon.store import Keys, Store
@@ -51,7 +51,7 @@ class Verifier:
     def __init__(self, store: Store, keys: Keys, sealer: Sealer, *, leeway: float) -> None:
         self._store = store
         self._keys = keys
-        self._sealer = sealer
+        self._records = RecordReader(sealer)
         self._leeway = leeway
 
     def read(self, token: str, *, now: float) -> Token:
@@ -88,7 +88,7 @@ class Verifier:
         )
         try:
             # Inside: a secret sealed with another ADDON_SECRET_KEY must not keep the claims.
-            installation = Installation.from_record(raw, self._sealer)
+            installation = self._records.read(raw)
             secret = installation.oauth_secret.value
             verify(token, secret if key_of is None else key_of(secret))
             if is_once and not claimed[0]:

@@ -7,7 +7,12 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from addon.errors import Conflict, RequestError
-from addon.installations import Installation, InstallationRepository, oauth_id_from
+from addon.installations import (
+    Installation,
+    InstallationRepository,
+    RecordReader,
+    oauth_id_from,
+)
 from addon.seal import Sealer
 from addon.settings import Secret
 from addon.store import Keys, Store
@@ -138,3 +143,17 @@ async def test_claim_after_an_uninstall_meanwhile_is_a_first_install(store: Stor
 
     stored = await repository(store).require(moved.oauth_id)
     assert stored == moved
+
+
+def test_the_record_reader_parses_each_record_text_once_and_keeps_a_bounded_number() -> None:
+    sealer = Sealer(Secret("a-secret-key-for-the-record-reader-test"))  # Fernet per parse
+    reader = RecordReader(sealer, size=2)
+    first = installation(secret="s1").to_record(sealer)
+    again = installation(secret="s2").to_record(sealer)  # installed again: a new secret
+    assert reader.read(first) is reader.read(first)
+    assert reader.read(first).oauth_secret.value == "s1"
+    assert reader.read(again).oauth_secret.value == "s2"  # never the remembered one
+    third = installation(capabilities_url=CAPABILITIES + "?x").to_record(sealer)
+    kept = reader.read(first)
+    reader.read(third)  # a third record: the oldest goes
+    assert reader.read(first) is not kept and reader.read(first) == kept

@@ -267,6 +267,18 @@ def test_the_head_timer_spares_a_request_whose_head_arrived(served: int) -> None
         assert _read_one_response(waiting).startswith(b"HTTP/1.1 200 OK")
 
 
+def test_a_kept_alive_connection_stuck_in_its_next_head_is_closed(served: int) -> None:
+    with socket.create_connection(("127.0.0.1", served), timeout=10) as kept:
+        for _ in range(3):  # each answer moves the head deadline on
+            kept.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_one_response(kept).startswith(b"HTTP/1.1 200 OK")
+        kept.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never ends
+        # Closed by the 0.3 s head timer, well before uvicorn's keep-alive timeout (5 s) would;
+        # a socket timeout here fails the test.
+        kept.settimeout(3)
+        assert _read_until_closed(kept) == b""
+
+
 def test_serve_bounds_concurrency_and_idle_keep_alive(settings: Settings) -> None:
     # Past the bound uvicorn answers 503 at once rather than queueing (README, Security).
     options = uvicorn_options(settings)
