@@ -85,6 +85,7 @@ class Metrics:
         )
         # Children by label values, so the hot path skips prometheus-client's label checks.
         self._http: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._handlers: dict[tuple[str, str], Any] = {}
 
     def observe_http(self, route: str, status: int, seconds: float) -> None:
         """One HTTP response on ``route`` (a template) with ``status``, ``seconds`` long."""
@@ -99,7 +100,12 @@ class Metrics:
 
     def observe_handler(self, integration: str, outcome: str, seconds: float) -> None:
         """One handler of ``integration`` finished with ``outcome`` after ``seconds``."""
-        self.handler_latency.labels(integration, outcome).observe(seconds)
+        child = self._handlers.get((integration, outcome))
+        if child is None:
+            child = self._handlers[(integration, outcome)] = self.handler_latency.labels(
+                integration, outcome
+            )
+        child.observe(seconds)
 
     @contextmanager
     def token_request(self, grant: str) -> Iterator[None]:
