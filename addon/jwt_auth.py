@@ -44,6 +44,9 @@ ALGORITHM = "HS256"
 # HipChat's tokens are short-lived: exp - iat beyond 1 h (+ leeway) is refused.
 MAX_LIFETIME = 3600.0
 _MAX_JTI = 128
+#: Header segments already read and found HS256, a few per sender (their key order, spacing).
+_HS256_HEADERS: set[str] = set()
+_MAX_HEADERS_KEPT = 64
 _MAX_TIME = 2**53  # an int JSON gives us; beyond this a float comparison is no longer exact
 _I = TypeVar("_I", str, int)
 
@@ -107,12 +110,15 @@ def read_token(token: str, *, now: float, leeway: float) -> Token:
     access or body read.
     """
     header_part, payload_part, signature = _split(token)
-    header = _json_part(header_part, "header")
-    algorithm = header.get("alg")
-    if algorithm != ALGORITHM:
-        raise InvalidJWT(
-            f"The JWT is signed with {str(algorithm)[:16]!r}; only {ALGORITHM} is accepted"
-        )
+    if header_part not in _HS256_HEADERS:  # nearly every token has the same header: read once
+        header = _json_part(header_part, "header")
+        algorithm = header.get("alg")
+        if algorithm != ALGORITHM:
+            raise InvalidJWT(
+                f"The JWT is signed with {str(algorithm)[:16]!r}; only {ALGORITHM} is accepted"
+            )
+        if len(_HS256_HEADERS) < _MAX_HEADERS_KEPT:
+            _HS256_HEADERS.add(header_part)
     payload = _json_part(payload_part, "payload")
     issuer = payload.get("iss")
     if not isinstance(issuer, str) or not OAUTH_ID.fullmatch(issuer):
