@@ -458,6 +458,7 @@ def startup_warnings(settings: Settings) -> list[str]:
 def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) -> int:
     import uvicorn
 
+    from addon.dispatch import NOTICE_GRACE
     from addon.logs import logging_config, resolve_format
     from addon.server import uvicorn_options
     from addon.supervisor import Supervisor, WorkerSpec
@@ -489,8 +490,10 @@ def _serve(args: argparse.Namespace, settings: Settings, env: dict[str, str]) ->
             return 0
         spec = WorkerSpec(APP, args.host, args.port, options)
         # A worker's drain: uvicorn's grace for running requests (the handlers run in them),
-        # then the app's lifespan shutdown, which waits for what those handlers still tell.
-        return Supervisor(spec, args.workers, stop_timeout=2 * grace + 5).run()
+        # then the app's lifespan shutdown (the dispatcher's grace, then NOTICE_GRACE for the
+        # notices of the handlers it stopped), then closing the store: all that, and a margin.
+        stop_timeout = 2 * grace + NOTICE_GRACE + 5
+        return Supervisor(spec, args.workers, stop_timeout=stop_timeout).run()
 
 
 @contextlib.contextmanager

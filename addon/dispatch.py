@@ -228,10 +228,19 @@ class Outbox:
         return True
 
     async def finish(self) -> None:
-        """In the owner, its own handler done: wait for any others (in the window), then answer."""
+        """In the owner, its own handler done: wait for any others (in the window), then answer.
+
+        A stop (drain, or the server's graceful shutdown) while it waits ends the wait: the
+        response goes out now, and what the other handlers say later goes through REST.
+        """
         if self._is_open and self.pending > 0:
             self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
+            try:
+                await self._waiter
+            except asyncio.CancelledError:
+                if _spent_cancel() > 0:
+                    raise
+                self._waiter = None
         if self._error is not None:
             raise self._error
         if self._is_open or self._owner_answers:
@@ -440,7 +449,7 @@ class Dispatcher:
         try:
             await self._run(job, outbox)
         except asyncio.CancelledError:
-            if task.uncancel() > 0:
+            if _spent_cancel() > 0:
                 raise
         finally:
             self._tasks.discard(task)
@@ -547,8 +556,9 @@ class Dispatcher:
         except ApprovalRequired as exc:
             await _tell(context, _approval_notice(label, exc, _sender_of(context)))
             return "approval"
-        except asyncio.CancelledError:  # not the command timeout: the add-on is stopping
-            await _tell(context, _notice(f"{label} was stopped: the add-on is restarting"))
+        except asyncio.CancelledError:  # not the command timeout
+            if _cancelling():  # the add-on is stopping this handler (not a future it awaited)
+                await _tell(context, _notice(f"{label} was stopped: the add-on is restarting"))
             raise
         except Exception as exc:  # the one place that catches everything: a handler's failure
             if isinstance(exc, TimeoutError) and scope.expired():
@@ -572,6 +582,24 @@ class _ContextArgs(TypedDict):
     _runtime: Runtime
     _outbox: Outbox
     log: logging.LoggerAdapter[logging.Logger]
+
+
+def _cancelling() -> int:
+    """How many cancels of the current task are pending (``Task.cancelling``)."""
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
+
+
+def _spent_cancel() -> int:
+    """Take back one cancel of the current task, whose work it stopped; the ones left.
+
+    A ``CancelledError`` that no ``Task.cancel`` caused (a cancelled future the handler awaited)
+    counts as one left: it is not ours to absorb.
+    """
+    task = asyncio.current_task()
+    if task is None or task.cancelling() == 0:
+        return 1
+    return task.uncancel()
 
 
 async def _call(job: _Job) -> None:

@@ -32,7 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 from addon.admin import erase_storage, export_storage, import_storage, load_storage, save_storage
 from addon.approval import APPROVE_PATH, CALLBACK_PATH, ApprovalService
 from addon.descriptor import DESCRIPTOR_PATH, Capabilities
-from addon.dispatch import Dispatcher, Respond, Signed
+from addon.dispatch import Dispatcher, Signed
 from addon.errors import (
     AddonError,
     AuthError,
@@ -386,12 +386,20 @@ class WebhookEndpoint:
         ``exception_handlers`` answer other routes', so the app can call this endpoint without
         Starlette's middleware stack (``addon.app.AddonApp``).
         """
+        respond = _Response(send)
         try:
-            await self._handle(scope, receive, send)
-        except AddonError as exc:
-            await _refusal(exc, scope["path"])(scope, receive, send)
+            await self._handle(scope, receive, respond)
+        except Exception as exc:
+            if respond.sent:
+                # The handler ran on past its response (in this task) and something failed
+                # after: the sender has its answer, and this connection serves the next request.
+                log.exception("Webhook work failed after its response was sent")
+            elif isinstance(exc, AddonError):
+                await _refusal(exc, scope["path"])(scope, receive, send)
+            else:
+                raise
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, respond: _Response) -> None:
         now = self._now()
         headers = _headers(scope)
         token = self._verifier.read(extract_jwt(headers, _query(scope)), now=now)
@@ -402,7 +410,7 @@ class WebhookEndpoint:
             raise RequestError("The body's event does not match the webhook URL it was sent to")
         dispatcher = self._dispatcher
         plan = dispatcher.plan(hook)
-        request_id = dispatcher.request_id()
+        request_id = respond.request_id = dispatcher.request_id()
         message_id = hook.message_id if plan.has_work else None
         accepted = await self._verifier.accept(
             token, now=now, message_id=message_id, stamp=request_id
@@ -415,7 +423,6 @@ class WebhookEndpoint:
         except AddonError:
             await self._verifier.release(accepted)  # refused: it did not run
             raise
-        respond = _responder(send, request_id)
         if not accepted.is_first_delivery:
             log.info("Message delivered again; it already ran", extra={"oauth_id": claims.iss})
             await respond(None)
@@ -429,11 +436,20 @@ class WebhookEndpoint:
             raise
 
 
-def _responder(send: Send, request_id: str) -> Respond:
-    """The webhook's response: 200 with the reply's JSON, or 204 when there is none."""
+class _Response:
+    """Sends a webhook's response once: 200 with the reply's JSON, or 204 when there is none."""
 
-    async def respond(reply: dict[str, object] | None) -> None:
-        headers = [(b"x-request-id", request_id.encode())]
+    __slots__ = ("_send", "request_id", "sent")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.request_id = ""
+        self.sent = False
+
+    async def __call__(self, reply: dict[str, object] | None) -> None:
+        self.sent = True
+        send = self._send
+        headers = [(b"x-request-id", self.request_id.encode())]
         if reply is None:
             await send({"type": "http.response.start", "status": 204, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
@@ -445,8 +461,6 @@ def _responder(send: Send, request_id: str) -> Respond:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-    return respond
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 STARTUP_FAILURE = 3  # uvicorn's exit status for a server that never started
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STEADY = 10.0  # seconds a worker must serve before its death counts as a one-off
+MAX_CRASH_DELAY = 30.0  # the longest wait before starting a worker that keeps crashing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +148,8 @@ class _Slot:
     serving: bool = False
     failures: int = 0  # start-up failures in a row
     start_at: float = 0.0  # when to start the next process (monotonic), while process is None
+    serving_since: float = 0.0  # when the current process said it serves (monotonic)
+    crashes: int = 0  # deaths in a row within STEADY seconds of serving
 
 
 class Supervisor:
@@ -258,6 +262,7 @@ class Supervisor:
             with contextlib.suppress(EOFError, OSError):
                 slot.ready.recv_bytes()
                 slot.serving, slot.failures = True, 0
+                slot.serving_since = time.monotonic()
             slot.ready.close()
             slot.ready = None
         process = slot.process
@@ -273,8 +278,17 @@ class Supervisor:
     def _restart(self, slot: _Slot, process: BaseProcess) -> None:
         number, pid, status = slot.number, process.pid, _describe(process.exitcode)
         if slot.serving:
-            log.warning("worker %d (pid %d) %s; starting another", number, pid, status)
-            slot.start_at = time.monotonic()
+            # Started again at once, unless it keeps dying soon after it began serving (a
+            # crash on the first requests): then after the start-up back-off, up to 30 s.
+            now = time.monotonic()
+            slot.crashes = slot.crashes + 1 if now - slot.serving_since < STEADY else 0
+            delay = 0.0
+            if slot.crashes:
+                delay = min(MAX_CRASH_DELAY, self.backoff * 2 ** (slot.crashes - 1))
+            log.warning(
+                "worker %d (pid %d) %s; starting another in %.1f s", number, pid, status, delay
+            )
+            slot.start_at = now + delay
             return
         slot.failures += 1
         if slot.failures >= self.attempts:
@@ -324,5 +338,8 @@ class Supervisor:
 
 def _describe(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
-        return f"was killed by {signal.Signals(-exitcode).name}"
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:  # a real-time signal, say: the enum does not name it
+            return f"was killed by signal {-exitcode}"
     return f"exited with status {exitcode}"

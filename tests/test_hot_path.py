@@ -24,10 +24,11 @@ from starlette.routing import Route
 
 from addon import Integration, RoomMessage, errors
 from addon.app import create_app
+from addon.dispatch import Dispatcher
 from addon.errors import AddonError, ConfigError
 from addon.hipchat import HipChatClient
 from addon.jwt_auth import sign_jwt
-from addon.routes import exception_handlers
+from addon.routes import WebhookEndpoint, exception_handlers
 from addon.server import uvicorn_options
 from addon.settings import Settings
 from addon.store import Store
@@ -384,3 +385,59 @@ async def test_webhooks_taken_past_the_router_are_answered_as_through_it(
     assert answers[""] == answers["/mounted"]
     statuses = [status for status, _ in answers[""]]
     assert statuses == [401, 401, 400, 400, 400, 200, 404]
+
+
+class _RestBroken:
+    """The add-on's runtime, except that posting to a room fails with a bug (not an AddonError)."""
+
+    def __init__(self, runtime: Any) -> None:
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    async def post_notification(self, *args: object) -> None:
+        raise RuntimeError("a bug past the response")
+
+
+async def test_a_failure_after_the_response_is_logged_and_the_connection_kept(
+    counted_app: Starlette,
+    room: Installed,
+    hipchat: FakeHipChat,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # /twice's first reply is the response; its second goes through REST, which fails with a
+    # bug, and so does the notice that tells the room. The handler runs in the request's task,
+    # so that error reaches the endpoint after the response: logged there, never raised to the
+    # server (uvicorn would close the connection, and another request on it with it).
+    twice = Integration("twice")
+
+    @twice.command("twice")
+    async def handler(message: RoomMessage) -> None:
+        await message.reply("one")
+        await message.reply("two")
+
+    addon = counted_app.state.addon
+    endpoint = WebhookEndpoint(
+        addon.verifier,
+        Dispatcher([twice], _RestBroken(addon.runtime)),
+        now=time.time,
+        read_timeout=settings.read_timeout,
+    )
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await endpoint({**scope, "path_params": {"event": "room_message"}}, receive, send)
+
+    token = sign_jwt(room.oauth_id, room.oauth_secret, now=time.time(), sub=1001, room_id=1)
+    item = {"message": hipchat.message("/twice"), "room": {"id": 1, "name": "Room 1"}}
+    body = json.dumps({"event": "room_message", "item": item}).encode()
+    with caplog.at_level("ERROR", logger="addon.routes"):
+        async with httpx.AsyncClient(transport=AppTransport(app)) as client:  # raises late bugs
+            response = await client.post(
+                "http://addon.test/webhook/room_message",
+                headers={"Authorization": f"JWT {token}"},
+                content=body,
+            )
+    assert response.status_code == 200 and response.json()["message"] == "one"
+    assert "Webhook work failed after its response was sent" in caplog.text

@@ -23,7 +23,7 @@ import pytest
 
 from addon.errors import ConfigError
 from addon.server import uvicorn_options
-from addon.supervisor import Supervisor, WorkerSpec, bind_reuseport, check_port
+from addon.supervisor import Supervisor, WorkerSpec, _describe, bind_reuseport, check_port
 from tests.helpers import REPO, free_port, settings_for
 
 pytestmark = pytest.mark.e2e
@@ -221,7 +221,8 @@ def test_a_killed_worker_is_replaced_by_one_that_serves(caplog: pytest.LogCaptur
 
     with caplog.at_level("INFO", logger="addon.supervisor"):
         assert supervise(Supervisor(addon_spec(port), 2), user, then=signal.SIGINT) == 0
-    assert "was killed by SIGKILL; starting another" in caplog.text
+    # It died within STEADY seconds of serving: the next one starts after the back-off.
+    assert "was killed by SIGKILL; starting another in 1.0 s" in caplog.text
     assert "received SIGINT; stopping the workers" in caplog.text
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handler put back"
 
@@ -382,3 +383,9 @@ def test_serve_on_a_taken_port_exits_2_with_one_line(
         "server running there? Stop it, or choose another port with -p"
     )
     assert "worker" not in result.stderr, "no worker was started"
+
+
+def test_a_worker_killed_by_a_signal_without_a_name_is_described_by_its_number() -> None:
+    assert _describe(-signal.SIGKILL) == "was killed by SIGKILL"
+    assert _describe(-40) == "was killed by signal 40"  # a real-time signal: no enum member
+    assert _describe(3) == "exited with status 3"

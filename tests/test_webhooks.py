@@ -824,3 +824,43 @@ async def test_several_handlers_answer_with_the_first_reply_whichever_task_makes
     await deliver(Dispatcher([integration], runtime), message("hello world"), _recorder(sent))
     assert [reply for reply, _task in sent] == [text("world to you")]
     assert runtime.posted == []
+
+
+@pytest.mark.anyio
+async def test_a_stop_while_the_request_waits_for_its_other_handlers_still_answers_it(
+    store: Store,
+) -> None:
+    # Two pattern handlers: the first runs in the request's task, the second in its own. The
+    # drain takes its tasks while the first still runs; when its grace is over the request's
+    # task waits for the second one: both are stopped, and the request still gets its answer.
+    integration = Integration("pair")
+    first_started, first_may_end = asyncio.Event(), asyncio.Event()
+
+    @integration.on_message(r"\bhello\b")
+    async def first(message: RoomMessage) -> None:
+        first_started.set()
+        await first_may_end.wait()
+
+    @integration.on_message(r"\bworld\b")
+    async def second(message: RoomMessage) -> None:
+        await asyncio.sleep(60)
+
+    runtime = runtime_with(store, reply_window=30.0)
+    dispatcher = Dispatcher([integration], runtime)
+    sent: Sent = []
+    request = asyncio.get_running_loop().create_task(
+        deliver(dispatcher, message("hello world"), _recorder(sent))
+    )
+    await first_started.wait()
+    draining = asyncio.get_running_loop().create_task(dispatcher.drain(0.2))
+    await asyncio.sleep(0)  # the drain has taken its tasks, the request's among them
+    first_may_end.set()
+    await draining
+    await request  # not cancelled: the stop was absorbed
+    told = [reply for reply, _task in sent] + [body for _room, body in runtime.posted]
+    notices = [
+        t
+        for t in told
+        if t and str(t["message"]).endswith("second was stopped: the add-on is restarting")
+    ]
+    assert len(sent) == 1 and len(notices) == 1
