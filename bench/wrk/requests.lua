@@ -4,15 +4,18 @@
 --
 -- Each line of REQUESTS_FILE is  path <TAB> headers <TAB> body,  headers being "Name: value"
 -- pairs joined by \31 (unit separator). A body containing @@id@@ is a template: every request
--- gets a fresh message id there (NONCE-thread-counter), so the add-on's de-duplication never
--- short-cuts. Bodies without the mark are sent as they are (pre-signed Slack requests).
--- With TOKENS_FILE (lines  template-index <TAB> jwt,  index from 0), request n uses line n: its
+-- gets a fresh message id there (NONCE-thread-counter, the counter in 12 digits), so the add-on's
+-- de-duplication never short-cuts. Bodies without the mark are sent as they are (pre-signed Slack requests).
+-- With TOKENS_FILE (lines  template-index <TAB> jwt,  index from 0), request n is line n: its
 -- template, with @@jwt@@ in the headers replaced by that one-time JWT (the add-on accepts each
--- JWT once). Past the last line the pool starts over, and the add-on answers those with 401.
+-- JWT once), built in init. Past the last line the pool starts over, and the add-on answers
+-- those with 401.
 -- done() prints one line "WRK_JSON {...}" with the counts, percentiles and latency histogram.
 
 local marker = "@@id@@"
 local jwt_marker = "@@jwt@@"
+local ID_DIGITS = 12 -- message ids have one length, so a template's Content-Length is fixed
+local id_format = "%0" .. ID_DIGITS .. "d"
 local templates = {}
 local tokens = {}
 local fixed = {}
@@ -25,6 +28,31 @@ function setup(thread)
   thread:set("tid", threads)
 end
 
+-- ``s`` cut at every plain occurrence of ``mark``: table.concat(parts, x) puts x back in.
+local function split(s, mark)
+  local parts, start = {}, 1
+  while true do
+    local i, j = s:find(mark, start, true)
+    if not i then
+      parts[#parts + 1] = s:sub(start)
+      return parts
+    end
+    parts[#parts + 1] = s:sub(start, i - 1)
+    start = j + 1
+  end
+end
+
+-- A template, formatted once: its head cut at the JWT mark, its body cut at the id marks.
+-- A request is then two table.concat calls (the generator stays cheap: no gsub, no format),
+-- and with a token pool it is built in init, once per token.
+local function template(path, headers, body)
+  local ids = split(body, marker)
+  local sample = table.concat(ids, string.rep("x", #nonce + ID_DIGITS))
+  local raw = wrk.format("POST", path, headers, sample)
+  local head = raw:sub(1, #raw - #sample) -- wrk.format puts the body last
+  return { head = split(head, jwt_marker), ids = ids }
+end
+
 function init(args)
   nonce = (args[2] or "n") .. "-" .. tostring(tid or 0) .. "-"
   for line in io.lines(args[1]) do
@@ -35,28 +63,29 @@ function init(args)
         headers[name] = value
       end
       if body:find(marker, 1, true) then
-        templates[#templates + 1] = { path, headers, body }
+        templates[#templates + 1] = template(path, headers, body)
       else
         fixed[#fixed + 1] = wrk.format("POST", path, headers, body)
       end
     end
   end
   if args[3] then
+    -- One request per one-time JWT, built here: request() then only hands them out. With
+    -- several wrk threads each builds its own (its ids carry the thread number).
+    local n = 0
     for line in io.lines(args[3]) do
       local index, token = line:match("^(%d+)\t(.*)$")
       if index then
-        tokens[#tokens + 1] = { tonumber(index) + 1, token }
+        n = n + 1
+        local t = templates[tonumber(index) + 1]
+        fixed[#fixed + 1] = table.concat(t.head, token) .. table.concat(t.ids, id_of(n))
       end
     end
   end
 end
 
-local function with_token(headers, token)
-  local filled = {}
-  for name, value in pairs(headers) do
-    filled[name] = (value:gsub(jwt_marker, token))
-  end
-  return filled
+function id_of(n)
+  return nonce .. string.format(id_format, n)
 end
 
 function request()
@@ -64,15 +93,8 @@ function request()
   if #fixed > 0 then
     return fixed[(counter - 1) % #fixed + 1]
   end
-  if #tokens > 0 then
-    local pick = tokens[(counter - 1) % #tokens + 1]
-    local t = templates[pick[1]]
-    local body = (t[3]:gsub(marker, nonce .. counter))
-    return wrk.format("POST", t[1], with_token(t[2], pick[2]), body)
-  end
   local t = templates[(counter - 1) % #templates + 1]
-  local body = (t[3]:gsub(marker, nonce .. counter))
-  return wrk.format("POST", t[1], t[2], body)
+  return table.concat(t.head, "") .. table.concat(t.ids, id_of(counter))
 end
 
 function done(summary, latency, requests)
