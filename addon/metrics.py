@@ -19,7 +19,7 @@ Under ``hipchat-addon serve --workers N`` every worker writes its values to file
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from addon.errors import ApprovalRequired, ClientGone
-from addon.store import Store
+from addon.store import MapUpdate, Store
 
 __all__ = ["CONTENT_TYPE", "Metrics", "TimedStore"]
 
@@ -169,8 +169,9 @@ class TimedStore:
         self._timers = {
             name: metrics.store_latency.labels(name)
             for name in (
-                "get get_many put put_if_absent take delete delete_if_equal ttl add_member "
-                "remove_member members count_members scan ping"
+                "get get_many put put_if_absent put_many_if_absent read_and_claim take delete "
+                "delete_if_equal ttl add_member remove_member members count_members put_guarded "
+                "map_get map_all map_update move scan ping"
             ).split()
         }
 
@@ -200,6 +201,18 @@ class TimedStore:
     async def put_if_absent(self, key: str, value: str, *, ttl: float | None = None) -> bool:
         with self._timed("put_if_absent"):
             return await self.store.put_if_absent(key, value, ttl=ttl)
+
+    async def put_many_if_absent(
+        self, entries: Sequence[tuple[str, str, float | None]]
+    ) -> list[bool]:
+        with self._timed("put_many_if_absent"):
+            return await self.store.put_many_if_absent(entries)
+
+    async def read_and_claim(
+        self, key: str, claims: Sequence[tuple[str, str, float | None]]
+    ) -> tuple[str | None, list[bool]]:
+        with self._timed("read_and_claim"):
+            return await self.store.read_and_claim(key, claims)
 
     async def take(self, key: str) -> str | None:
         with self._timed("take"):
@@ -232,6 +245,38 @@ class TimedStore:
     async def count_members(self, key: str) -> int:
         with self._timed("count_members"):
             return await self.store.count_members(key)
+
+    async def put_guarded(
+        self, key: str, value: str, *, guard: str, ttl: float | None = None
+    ) -> bool:
+        with self._timed("put_guarded"):
+            return await self.store.put_guarded(key, value, guard=guard, ttl=ttl)
+
+    async def map_get(self, key: str, field: str) -> str | None:
+        with self._timed("map_get"):
+            return await self.store.map_get(key, field)
+
+    async def map_all(self, key: str) -> dict[str, str]:
+        with self._timed("map_all"):
+            return await self.store.map_all(key)
+
+    async def map_update(
+        self,
+        key: str,
+        changes: Mapping[str, str | None],
+        *,
+        guard: str | None = None,
+        quota: int | None = None,
+        replace: bool = False,
+    ) -> MapUpdate:
+        with self._timed("map_update"):
+            return await self.store.map_update(
+                key, changes, guard=guard, quota=quota, replace=replace
+            )
+
+    async def move(self, old: str, new: str) -> bool:
+        with self._timed("move"):
+            return await self.store.move(old, new)
 
     async def scan(self, prefix: str) -> list[str]:
         with self._timed("scan"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import math
 import socket
 from typing import Any, cast
@@ -120,4 +121,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # A command's handler runs in its request's task (addon.dispatch): on SIGTERM the server
         # waits this long for those tasks, then cancels them (the handlers tell their rooms).
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout),
+        # Below INFO nothing would write an access line, but uvicorn would still build its
+        # arguments (the client address, the quoted path) for every response.
+        "access_log": logging.getLevelName(settings.log_level) <= logging.INFO,
     }

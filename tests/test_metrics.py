@@ -101,6 +101,11 @@ async def test_metrics_parse_and_hold_the_histograms(
     assert value(tokens, count, grant="client_credentials", outcome="ok") >= 1
     _, store = found["addon_store_operation_duration_seconds"]
     assert value(store, "addon_store_operation_duration_seconds_count", operation="get") >= 1
+    # The webhooks' one store round trip each, the hot path's only store operation.
+    claims = value(
+        store, "addon_store_operation_duration_seconds_count", operation="read_and_claim"
+    )
+    assert claims == 2
     assert found["addon_installations"] == ("gauge", found["addon_installations"][1])
     assert value(found["addon_installations"][1], "addon_installations") == 1
     labels = {v for f in found.values() for s in f[1] for v in s.labels.values()}

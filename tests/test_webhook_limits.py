@@ -285,6 +285,13 @@ def test_serve_bounds_concurrency_and_idle_keep_alive(settings: Settings) -> Non
     assert (options["limit_concurrency"], options["timeout_keep_alive"]) == (1000, 5)
 
 
+@pytest.mark.parametrize(("level", "logged"), [("DEBUG", True), ("INFO", True), ("WARNING", False)])
+def test_access_lines_are_built_only_at_a_level_that_writes_them(
+    settings: Settings, level: str, logged: bool
+) -> None:
+    assert uvicorn_options(dataclasses.replace(settings, log_level=level))["access_log"] is logged
+
+
 def test_connections_are_nodelay_on_a_socket_the_workers_supervisor_bound(
     settings: Settings,
 ) -> None:
