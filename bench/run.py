@@ -310,6 +310,18 @@ async def install_many(
 # -- request files for wrk ---------------------------------------------------------------------
 
 
+async def echo_webhook_path(hipchat: FakeHipChat, base_url: str) -> str:
+    """The path of the descriptor's webhook that ``/echo hello`` matches, at ``base_url``."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        descriptor = await hipchat.descriptor(client)
+    hook = next(
+        h
+        for h in descriptor["capabilities"]["webhook"]
+        if re.search(h.get("pattern", ""), "/echo hello")
+    )
+    return httpx.URL(hook["url"]).path
+
+
 def request_line(path: str, headers: dict[str, str], body: str) -> str:
     """One line of a request file (see bench/wrk/requests.lua)."""
     if "\t" in body or "\n" in body:
@@ -619,14 +631,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             rss_after_installs = rss_mib(processes["addon"].pid)
             tokens_after_installs = len(hipchat.token_requests())
 
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['addon']}") as client:
-                descriptor = await hipchat.descriptor(client)
-            hook = next(
-                h
-                for h in descriptor["capabilities"]["webhook"]
-                if re.search(h.get("pattern", ""), "/echo hello")
-            )
-            path = httpx.URL(hook["url"]).path
+            path = await echo_webhook_path(hipchat, f"http://127.0.0.1:{ports['addon']}")
 
             secrets = {i.oauth_id: i.oauth_secret for i in installed}
             (workdir / "secrets.json").write_text(json.dumps(secrets))

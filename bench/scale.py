@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -50,7 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from run import (
     BENCH,
     REPO,
@@ -61,6 +59,7 @@ from run import (
     check_replies,
     children_cpu,
     cpu_seconds,
+    echo_webhook_path,
     free_port,
     hipchat_requests,
     install_many,
@@ -306,14 +305,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             installed, install_seconds = await install_many(
                 hipchat, first.url, args.installations, 16
             )
-            async with httpx.AsyncClient(base_url=first.url) as client:
-                descriptor = await hipchat.descriptor(client)
-            hook = next(
-                h
-                for h in descriptor["capabilities"]["webhook"]
-                if re.search(h.get("pattern", ""), "/echo hello")
-            )
-            path = httpx.URL(hook["url"]).path
+            path = await echo_webhook_path(hipchat, first.url)
 
             secrets = {i.oauth_id: i.oauth_secret for i in installed}
             (workdir / "secrets.json").write_text(json.dumps(secrets))
