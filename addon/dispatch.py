@@ -192,8 +192,14 @@ class Outbox:
         self.pending = 0
 
     async def send(self, notification: dict[str, object]) -> None:
-        """Deliver a reply: as the webhook's response while it is open, else through REST."""
+        """Deliver a reply: as the webhook's response while it is open, else through REST.
+
+        A reply through REST waits for the webhook's response, when a task is still sending it
+        (the window closed while the handler ran): HipChat gets them in the order they were made.
+        """
         if not self._is_open:
+            if self._late is not None and not self._late.done():
+                await asyncio.wait([self._late])  # its failure is the request's, not this reply's
             await self._runtime.post_notification(self._installation, self._room.id, notification)
             return
         self._is_open = False

@@ -864,3 +864,39 @@ async def test_a_stop_while_the_request_waits_for_its_other_handlers_still_answe
         if t and str(t["message"]).endswith("second was stopped: the add-on is restarting")
     ]
     assert len(sent) == 1 and len(notices) == 1
+
+
+@pytest.mark.anyio
+async def test_a_reply_after_the_window_goes_out_after_the_webhooks_response(
+    store: Store,
+) -> None:
+    # The window closes while the handler runs: a task sends the (empty) response. A reply the
+    # handler makes while that send is still under way waits for it, so HipChat gets the
+    # response first and then the notification, in the order they were made.
+    integration = Integration("late")
+    order: list[str] = []
+    window_closed, response_may_finish = asyncio.Event(), asyncio.Event()
+
+    @integration.command("late")
+    async def late(message: RoomMessage) -> None:
+        await window_closed.wait()
+        await message.reply("after the window")
+        order.append("reply posted")
+
+    async def respond(reply: dict[str, object] | None) -> None:
+        window_closed.set()
+        await response_may_finish.wait()  # a slow client: the send takes a while
+        order.append("response sent")
+
+    runtime = runtime_with(store, reply_window=0.01)
+    request = asyncio.get_running_loop().create_task(
+        deliver(Dispatcher([integration], runtime), message("/late"), respond)
+    )
+    await window_closed.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)  # the handler runs on; its reply must not overtake the response
+    assert runtime.posted == []
+    response_may_finish.set()
+    await request
+    assert order == ["response sent", "reply posted"]
+    assert runtime.messages() == ["after the window"]
