@@ -163,7 +163,7 @@ class Soak:
         self.samples: list[Sample] = []
         self.attempts: dict[str, list[str]] = {}  # message id -> outcomes
         self.replied: set[str] = set()  # message ids whose 2xx carried the command's reply
-        self.accepted_at: dict[str, float] = {}  # message ids only accepted (204), and when
+        self.accepted_at: dict[str, float] = {}  # message ids only accepted (204), and when sent
         self.rooms: list[Room] = []
         self.uninstalled: list[Room] = []
         self.unsure_rooms: list[Room] = []
@@ -289,6 +289,7 @@ class Soak:
         text = f"/{name} {message_id}"
         ports = self.random.sample(self.ports, 2) if duplicate else [self.proxy_port]
         kind = f"{name}-duplicate" if duplicate else name
+        sent_at = self.now()
         room.busy += 1
         try:
             results = await asyncio.gather(
@@ -303,7 +304,9 @@ class Soak:
         if any(o == "ok" and r is not None and _reply(r) for o, r in results):
             self.replied.add(message_id)
         elif set(self.attempts[message_id]) == {"ok"}:
-            self.accepted_at[message_id] = self.now()
+            # When it was sent: a command sent in a fault window is answered (empty) only when
+            # the reply window closes, which can be after the fault window has ended.
+            self.accepted_at[message_id] = sent_at
         if name == "counter":
             room.counters_sent += 1
 
