@@ -558,7 +558,14 @@ class Dispatcher:
         scope = asyncio.timeout(timeout)
         try:
             async with scope:
-                await _call(job)
+                try:
+                    await _call(job)
+                except asyncio.CancelledError as exc:
+                    if _cancelling():  # a stop, or the command timeout: not the handler's doing
+                        raise
+                    # A cancelled future it awaited: its failure. In the request's own task, a
+                    # CancelledError would end the request with no answer (the server's 500).
+                    raise RuntimeError(f"{label} awaited something that was cancelled") from exc
         except ApprovalRequired as exc:
             await _tell(context, _approval_notice(label, exc, _sender_of(context)))
             return "approval"

@@ -69,6 +69,19 @@ async def test_a_failure_after_the_response_is_raised_when_the_client_closes() -
         await client.aclose()
 
 
+async def test_without_raise_app_exceptions_a_failure_after_the_response_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Lingering(fail="after")
+    client = httpx.AsyncClient(transport=AppTransport(app, raise_app_exceptions=False))
+    assert (await client.get("http://addon.test/")).status_code == 202
+    app.release.set()
+    with caplog.at_level("ERROR", logger="addon.testing"):
+        await client.aclose()
+    [record] = caplog.records
+    assert record.exc_info is not None and "after the response" in str(record.exc_info[1])
+
+
 async def test_an_app_that_returns_without_a_response_is_an_error() -> None:
     async def silent(scope: Scope, receive: Receive, send: Send) -> None:
         return None

@@ -900,3 +900,30 @@ async def test_a_reply_after_the_window_goes_out_after_the_webhooks_response(
     await request
     assert order == ["response sent", "reply posted"]
     assert runtime.messages() == ["after the window"]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_future_the_handler_awaits_fails_only_its_command(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing stopped the handler: it awaited a future that something else cancelled. In the
+    # request's own task that CancelledError must not reach the server (a 500, and the answer
+    # lost): it is the handler's failure, told to the room like any other.
+    integration = Integration("stray")
+
+    @integration.command("stray")
+    async def stray(message: RoomMessage) -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    runtime = RecordingRuntime(store)
+    sent: Sent = []
+    with caplog.at_level(logging.ERROR):
+        await deliver(Dispatcher([integration], runtime), message("/stray"), _recorder(sent))
+    assert [reply for reply, _task in sent] == [
+        text("/stray failed; the error is logged", color="red")
+    ]
+    assert "/stray failed" in caplog.text
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0

@@ -115,14 +115,16 @@ class AppTransport(httpx.ASGITransport):
         await self.app(scope, receive, send)
 
     async def aclose(self) -> None:
-        """Wait for the app calls still running; raise the first that failed after its response."""
+        """Wait for the app calls still running; raise the first that failed after its response
+        (``raise_app_exceptions``), and log the others."""
         while running := [task for task in self._calls if not task.done()]:
             await asyncio.wait(running)
         calls, self._calls = self._calls, set()
         failures = [e for t in calls if not t.cancelled() and (e := t.exception()) is not None]
-        for failure in failures[1:]:
+        raised = 1 if self.raise_app_exceptions else 0  # the first is raised, or logged too
+        for failure in failures[raised:]:
             log.error("The app failed after its response", exc_info=failure)
-        if failures and self.raise_app_exceptions:
+        if failures and raised:
             raise failures[0]
 
     def _ended(self, task: asyncio.Task[None], complete: asyncio.Future[None]) -> None:
