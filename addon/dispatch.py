@@ -329,7 +329,15 @@ class Dispatcher:
         _require_sender(plan, signed)  # before the claim: a corrected retry must still run
         if not await self._first_delivery(plan, installation, request_id):
             return None
-        return await self.run(plan, installation, request_id=request_id, signed=signed, room=room)
+        try:
+            return await self.run(
+                plan, installation, request_id=request_id, signed=signed, room=room
+            )
+        except ShuttingDown:
+            await self._release(
+                plan, installation, request_id
+            )  # not run: the next delivery runs it
+            raise
 
     async def run(
         self,
@@ -540,6 +548,13 @@ class Dispatcher:
             log.info("Message delivered again; it already ran", extra={"oauth_id": oauth_id})
             return False
         return True
+
+    async def _release(self, plan: Plan, installation: Installation, request_id: str) -> None:
+        """Delete the message-id claim ``_first_delivery`` made for ``request_id``."""
+        message_id = plan.hook.message_id
+        if plan.has_work and message_id is not None:
+            key = self._runtime.keys.seen_message(installation.oauth_id, message_id)
+            await self._runtime.store.delete_if_equal(key, request_id)
 
     async def _run(self, job: _Job, outbox: Outbox) -> None:
         """Run one handler under the command timeout: the per-handler boundary."""

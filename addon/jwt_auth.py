@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -44,9 +45,6 @@ ALGORITHM = "HS256"
 # HipChat's tokens are short-lived: exp - iat beyond 1 h (+ leeway) is refused.
 MAX_LIFETIME = 3600.0
 _MAX_JTI = 128
-#: Header segments already read and found HS256, a few per sender (their key order, spacing).
-_HS256_HEADERS: set[str] = set()
-_MAX_HEADERS_KEPT = 64
 _MAX_TIME = 2**53  # an int JSON gives us; beyond this a float comparison is no longer exact
 _I = TypeVar("_I", str, int)
 
@@ -110,15 +108,11 @@ def read_token(token: str, *, now: float, leeway: float) -> Token:
     access or body read.
     """
     header_part, payload_part, signature = _split(token)
-    if header_part not in _HS256_HEADERS:  # nearly every token has the same header: read once
-        header = _json_part(header_part, "header")
-        algorithm = header.get("alg")
-        if algorithm != ALGORITHM:
-            raise InvalidJWT(
-                f"The JWT is signed with {str(algorithm)[:16]!r}; only {ALGORITHM} is accepted"
-            )
-        if len(_HS256_HEADERS) < _MAX_HEADERS_KEPT:
-            _HS256_HEADERS.add(header_part)
+    algorithm = _algorithm(header_part)
+    if algorithm != ALGORITHM:
+        raise InvalidJWT(
+            f"The JWT is signed with {str(algorithm)[:16]!r}; only {ALGORITHM} is accepted"
+        )
     payload = _json_part(payload_part, "payload")
     issuer = payload.get("iss")
     if not isinstance(issuer, str) or not OAUTH_ID.fullmatch(issuer):
@@ -270,6 +264,14 @@ def _b64decode(part: str, what: str) -> bytes:
         return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     except (ValueError, binascii.Error):
         raise InvalidJWT(f"The JWT is malformed: its {what} is not base64url") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _algorithm(header_part: str) -> object:
+    """The ``alg`` of a header segment. Nearly every token has the same header (a few per
+    sender: their key order and spacing), so each is read once; the least recently used goes
+    first, so headers nobody signed cannot crowd out the ones in use."""
+    return _json_part(header_part, "header").get("alg")
 
 
 def _json_part(part: str, what: str) -> Mapping[str, object]:

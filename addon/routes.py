@@ -104,7 +104,10 @@ def _refusal(exc: AddonError, path: str) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, "HTTPException", str(exc.detail))
+    response = error_response(exc.status_code, "HTTPException", str(exc.detail))
+    if exc.headers:  # a 405's Allow
+        response.headers.update(exc.headers)
+    return response
 
 
 def exception_handlers() -> dict[Any, Any]:

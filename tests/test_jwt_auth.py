@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import jwt
 import pytest
 
+from addon import jwt_auth
 from addon.errors import AddonError, InvalidJWT, RequestError, UnknownInstallation
 from addon.jwt_auth import (
     MAX_LIFETIME,
@@ -231,6 +232,27 @@ async def test_a_valid_webhook_is_accepted_with_its_claims() -> None:
         iss=OAUTH_ID, sub="5", iat=NOW, exp=NOW + 300, room_id=10, jti=claims.jti
     )
     assert len(claims.jti) == 20
+
+
+@pytest.mark.anyio
+async def test_headers_nobody_signed_neither_crowd_out_the_one_in_use_nor_pass_alg_none() -> None:
+    read = jwt_auth._algorithm
+    for index in range(200):  # unsigned tokens, each with a header of its own
+        with pytest.raises(InvalidJWT):
+            await verify_jwt(
+                _handmade({"alg": "HS256", "kid": str(index)}, _claims(), None),
+                _secret_for, now=NOW, leeway=LEEWAY,
+            )  # fmt: skip
+        with pytest.raises(InvalidJWT, match="'none'"):
+            await verify_jwt(
+                _handmade({"alg": "none", "kid": str(index)}, _claims(), None),
+                _secret_for, now=NOW, leeway=LEEWAY,
+            )  # fmt: skip
+        await verify_jwt(_VALID, _secret_for, now=NOW, leeway=LEEWAY)
+    before = read.cache_info()
+    await verify_jwt(_VALID, _secret_for, now=NOW, leeway=LEEWAY)
+    after = read.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses  # not read again
 
 
 @pytest.mark.anyio

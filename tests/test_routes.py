@@ -65,6 +65,14 @@ async def test_unknown_routes_get_json_errors(
     assert response.json()["error"]["status"] == status
 
 
+@pytest.mark.parametrize("path", ["/installable", "/webhook/room_message"])
+async def test_a_wrong_method_is_told_the_allowed_ones(addon: httpx.AsyncClient, path: str) -> None:
+    response = await addon.get(path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"  # RFC 9110: a 405 names the methods allowed
+    assert response.json()["error"]["status"] == 405
+
+
 async def test_metrics_count_requests_by_route_template(
     addon: httpx.AsyncClient, hipchat: FakeHipChat
 ) -> None:

@@ -240,7 +240,8 @@ async def test_work_planned_before_a_drain_is_refused_after_it(store: Store) -> 
 
 
 class DrainingStore(SQLiteStore):
-    """An SQLiteStore that runs ``during_claim`` right after each ``read_and_claim``."""
+    """An SQLiteStore that runs ``during_claim`` right after each claim (``read_and_claim``, or
+    ``put_many_if_absent`` for ``POST /commands``)."""
 
     during_claim: Callable[[], Awaitable[None]] | None = None
 
@@ -251,6 +252,14 @@ class DrainingStore(SQLiteStore):
         if self.during_claim is not None:
             await self.during_claim()
         return found
+
+    async def put_many_if_absent(
+        self, entries: Sequence[tuple[str, str, float | None]]
+    ) -> list[bool]:
+        made = await super().put_many_if_absent(entries)
+        if self.during_claim is not None:
+            await self.during_claim()
+        return made
 
 
 async def test_a_webhook_refused_by_a_drain_keeps_no_message_id(
@@ -268,6 +277,29 @@ async def test_a_webhook_refused_by_a_drain_keeps_no_message_id(
 
     assert response is not None and response.status_code == 503
     assert seen == []  # HipChat's next delivery (to a replica that runs) is not dropped
+    assert hipchat.notifications(room) == []
+
+
+async def test_an_unsigned_command_refused_by_a_drain_keeps_no_message_id(
+    settings: Settings, hipchat: FakeHipChat, tmp_path: Path
+) -> None:
+    secret = "commands-secret-" + "d" * 20
+    store = DrainingStore(f"sqlite:///{tmp_path / 'addon.db'}")
+    app = make_app(dataclasses.replace(settings, commands_secret=Secret(secret)), store, hipchat)
+    addon = app.state.addon
+    async with hipchat.connect(app) as client:
+        room = await hipchat.install(client, room_id=1)
+        item = {"message": hipchat.message("/echo during the drain"), "room": hipchat.room(1)}
+        payload = {"event": "room_message", "item": item, "oauth_client_id": room.oauth_id}
+        store.during_claim = functools.partial(addon.dispatcher.drain, 0)
+        response = await client.post(
+            "/commands", json=payload, headers={"Authorization": f"Bearer {secret}"}
+        )
+        seen = await store.scan(f"{addon.keys.prefix}:seen:")
+    await addon.aclose()
+
+    assert response.status_code == 503 and response.json()["error"]["type"] == "ShuttingDown"
+    assert seen == []  # the sender's next try (to a replica that runs) is not dropped
     assert hipchat.notifications(room) == []
 
 
