@@ -234,10 +234,11 @@ async def test_read_and_claim_on_a_redis_that_never_answers_is_sent_twice_not_th
             for _ in range(int(header[1:])):
                 size = int((await reader.readline())[1:])
                 command.append((await reader.readexactly(size + 2))[:-2])
-            if command[0].upper() == b"EVALSHA":
-                sent.append(command[0])  # and no answer
-            else:
-                writer.write(b"+OK\r\n")  # the connection's own set-up (CLIENT SETINFO...)
+            name = command[0].upper()
+            if name == b"EVALSHA":
+                sent.append(name)  # and no answer
+            else:  # the connection's set-up (CLIENT SETINFO...) and health check
+                writer.write(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
         writer.close()
 
     server = await asyncio.start_server(stuck_redis, "127.0.0.1", 0)
