@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -25,13 +26,14 @@ from starlette.routing import Route
 from addon import Integration, RoomMessage, errors
 from addon.app import create_app
 from addon.dispatch import Dispatcher
-from addon.errors import AddonError, ConfigError
+from addon.errors import AddonError, ConfigError, StoreUnavailable
 from addon.hipchat import HipChatClient
 from addon.jwt_auth import sign_jwt
 from addon.routes import WebhookEndpoint, exception_handlers
 from addon.server import uvicorn_options
 from addon.settings import Settings
 from addon.store import Store
+from addon.store.redis import RedisStore
 from addon.testing import AppTransport, FakeHipChat, Installed
 from addon.wire import id_of, parse_webhook, room_id_of
 from tests.helpers import REPO, eventually, free_port, make_app, served
@@ -218,6 +220,37 @@ async def test_read_and_claim_survives_connections_the_server_dropped(
     claims: list[tuple[str, str, float | None]] = [("{t}:a", "1", 60)]
     assert await redis_store.read_and_claim("{t}:inst", claims) == ("record", [True])
     assert await redis_store.get("{t}:a") == "1"
+
+
+async def test_read_and_claim_on_a_redis_that_never_answers_is_sent_twice_not_three_times() -> None:
+    # A Redis that takes every command and answers none (stuck, or a network that drops
+    # replies): the script goes once, and once more on a connection made afresh (redis-py's one
+    # retry), so a request waits two socket timeouts for its 503, not three.
+    sent: list[bytes] = []
+
+    async def stuck_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while header := await reader.readline():  # *N, then N times $len and the argument
+            command = []
+            for _ in range(int(header[1:])):
+                size = int((await reader.readline())[1:])
+                command.append((await reader.readexactly(size + 2))[:-2])
+            name = command[0].upper()
+            if name == b"EVALSHA":
+                sent.append(name)  # and no answer
+            else:  # the connection's set-up (CLIENT SETINFO...) and health check
+                writer.write(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(stuck_redis, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0?socket_timeout=0.2")
+    try:
+        with pytest.raises(StoreUnavailable, match="TimeoutError"):
+            await store.read_and_claim("{t}:inst", [("{t}:a", "1", 60)])
+    finally:
+        await store.close()
+        server.close()
+    assert len(sent) == 2
 
 
 async def test_a_ui_request_costs_one_round_trip_for_installation_and_jti(

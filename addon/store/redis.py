@@ -269,22 +269,26 @@ class RedisStore:
         On one server (or a Sentinel's master) the command is packed here and sent on a pooled
         connection: redis-py's ``execute_command`` wraps every call in a retry closure, a
         response-callback lookup and two observability hooks, which cost the webhook path
-        more than its Lua script. When that connection fails, the command goes through
-        ``execute_command``, whose retry takes a fresh connection (the same one retry as any
-        other command). A cluster routes by slot: ``execute_command`` there.
+        more than its Lua script. When that connection fails, the command goes once more on it,
+        connected afresh: the one retry (``_RETRY``) of any other command, and no more (through
+        ``execute_command`` it would be two more, each waiting its own socket timeout). A
+        cluster routes by slot: ``execute_command`` there.
         """
         if isinstance(self._redis, RedisCluster):
             return await self._redis.execute_command(*args)
         pool = self._redis.connection_pool
+        packed = _packed(args)
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(_packed(args))
-            return await connection.read_response()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            await connection.disconnect()  # then redis-py's own path, with its retry
+            try:
+                await connection.send_packed_command(packed)
+                return await connection.read_response()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                await connection.disconnect()  # sending connects it again
+                await connection.send_packed_command(packed)
+                return await connection.read_response()
         finally:
             await pool.release(connection)
-        return await self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
 
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""
