@@ -51,6 +51,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._head_deadline = 0.0
         self._head_bytes = 0
+        self._in_body = False  # the parser is between a head's end and its message's end
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -64,13 +65,27 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        began_in_body = self._in_body
         super().data_received(data)
-        if not self._is_awaiting_head():
+        # Bytes of a body (one the app answered early, say a 401, and the client still sends)
+        # are not head bytes; a chunk that ends one body and begins the next head is not
+        # counted either, so the bound is approximate by at most one chunk.
+        if began_in_body or self._in_body or not self._is_awaiting_head():
             self._head_bytes = 0
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
             self.send_400_response("Request head too large.")
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
+        if self.cycle is not None and self.cycle.response_complete:
+            self._arm_header_timer()  # answered before its body ended: the next head's time
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

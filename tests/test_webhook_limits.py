@@ -206,6 +206,23 @@ def served(settings: Settings) -> Iterator[int]:
         yield port
 
 
+@pytest.fixture
+def answers_early(settings: Settings) -> Iterator[int]:
+    """An app that answers 401 before reading the body (as the add-on does an unsigned webhook),
+    under uvicorn with ``serve``'s options (read timeout 0.3 s), on a socket."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": scope["method"].encode()})
+
+    port = free_port()
+    options = uvicorn_options(dataclasses.replace(settings, read_timeout=0.3))
+    with serving(app, port, **options):
+        yield port
+
+
 def _read_until_closed(sock: socket.socket) -> bytes:
     received = b""
     while chunk := sock.recv(4096):
@@ -265,6 +282,18 @@ def test_the_head_timer_spares_a_request_whose_head_arrived(served: int) -> None
         assert _read_one_response(waiting).startswith(b"HTTP/1.1 200 OK")
         waiting.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # kept alive: a second one
         assert _read_one_response(waiting).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_body_answered_early_is_not_taken_for_a_head_past_the_bound(answers_early: int) -> None:
+    size = 4 * MAX_HEADER_BYTES
+    with socket.create_connection(("127.0.0.1", answers_early), timeout=10) as sender:
+        sender.sendall(f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+        assert _read_one_response(sender).startswith(b"HTTP/1.1 401 ")
+        for _ in range(4):  # the body the app did not wait for, in pieces
+            sender.sendall(b"b" * MAX_HEADER_BYTES)
+        sender.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and, kept alive, the next
+        answer = _read_one_response(sender)
+    assert answer.startswith(b"HTTP/1.1 401 ") and answer.endswith(b"GET\r\n0\r\n\r\n")
 
 
 def test_a_kept_alive_connection_stuck_in_its_next_head_is_closed(served: int) -> None:
