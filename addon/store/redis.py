@@ -8,6 +8,7 @@ URLs and docs/store.md for the hash tags that keep each atomic operation in one 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from redis.commands.core import AsyncScript
 from addon.errors import ConfigError, StoreUnavailable
 from addon.store.base import MapUpdate, Outcome
 from addon.store.keys import hash_tag, require_one_slot
+from addon.store.lane import Lane, lane_target, pack
 from addon.store.urls import RedisURL, parse_redis_url
 
 __all__ = ["RedisStore"]
@@ -172,6 +174,9 @@ class RedisStore:
         self.namespace = namespace
         self.mode = target.mode
         self._sentinel: Sentinel | None = None
+        self._lane_target: dict[str, Any] = {}  # one server, no TLS: the webhook path's lane
+        self._lane: Lane | None = None
+        self._lane_lock = asyncio.Lock()
         self._redis: _Client
         self._where = target.where
         if target.mode == "cluster":
@@ -180,7 +185,9 @@ class RedisStore:
             self._sentinel, self._redis = _sentinel(target, password)
         else:
             self._redis = _single(target, password)
-            self._where = _where(self._redis.connection_pool.connection_kwargs)
+            pool = self._redis.connection_pool
+            self._where = _where(pool.connection_kwargs)
+            self._lane_target = lane_target(pool.connection_kwargs, pool.connection_class)
         self._delete_if_equal = self._redis.register_script(_DELETE_IF_EQUAL)
         self._put_many = self._redis.register_script(_PUT_MANY_IF_ABSENT)
         self._put_guarded = self._redis.register_script(_PUT_GUARDED)
@@ -266,18 +273,26 @@ class RedisStore:
     async def _command(self, *args: str | int) -> Any:
         """``args`` as one command, for the webhook path: one round trip, lean.
 
-        On one server (or a Sentinel's master) the command is packed here and sent on a pooled
-        connection: redis-py's ``execute_command`` wraps every call in a retry closure, a
-        response-callback lookup and two observability hooks, which cost the webhook path
-        more than its Lua script. When that connection fails, the command goes once more on it,
-        connected afresh: the one retry (``_RETRY``) of any other command, and no more (through
-        ``execute_command`` it would be two more, each waiting its own socket timeout). A
-        cluster routes by slot: ``execute_command`` there.
+        On one server without TLS it goes on the process's lane (``addon.store.lane``): one
+        connection on which every request's command is pipelined. On a Sentinel's master (or
+        over TLS) it is packed here and sent on a pooled connection: redis-py's
+        ``execute_command`` wraps every call in a retry closure, a response-callback lookup and
+        two observability hooks, which cost the webhook path more than its Lua script. Either
+        way, when the connection fails the command goes once more, connected afresh: the one
+        retry (``_RETRY``) of any other command, and no more (through ``execute_command`` it
+        would be two more, each waiting its own socket timeout). A cluster routes by slot:
+        ``execute_command`` there.
         """
+        if self._lane_target:
+            packed = pack(args)
+            try:
+                return await self._on_lane(packed)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                return await self._on_lane(packed)  # once more, on a new lane
         if isinstance(self._redis, RedisCluster):
             return await self._redis.execute_command(*args)
         pool = self._redis.connection_pool
-        packed = _packed(args)
+        packed = pack(args)
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             try:
@@ -289,6 +304,15 @@ class RedisStore:
                 return await connection.read_response()
         finally:
             await pool.release(connection)
+
+    async def _on_lane(self, packed: bytes) -> Any:
+        lane = self._lane
+        if lane is None or lane.closed:
+            async with self._lane_lock:  # one new lane, however many requests wait for it
+                lane = self._lane
+                if lane is None or lane.closed:
+                    lane = self._lane = await Lane.open(self._lane_target)
+        return await lane.call(packed)
 
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""
@@ -406,6 +430,9 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close every pooled connection (calling it twice is harmless)."""
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            lane.close()
         await self._redis.aclose()
         for sentinel in self._sentinel.sentinels if self._sentinel else ():
             await sentinel.aclose()
@@ -519,12 +546,3 @@ def _where(connection_kwargs: Mapping[str, Any]) -> str:
     if "path" in connection_kwargs:
         return str(connection_kwargs["path"])
     return f"{connection_kwargs.get('host', 'localhost')}:{connection_kwargs.get('port', 6379)}"
-
-
-def _packed(args: Sequence[str | int]) -> bytes:
-    """``args`` as one RESP command (an array of bulk strings), as redis-py packs it."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
