@@ -18,6 +18,7 @@ No cache of installations: every replica sees an uninstall at once.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Callable
 
 from addon.errors import AddonError, InvalidJWT, UnknownInstallation
@@ -66,15 +67,19 @@ class Verifier:
         message_id: str | None = None,
         is_once: bool = True,
         key_of: Callable[[str], str] | None = None,
-        stamp: str = "1",
+        stamp: str | None = None,
     ) -> Accepted:
         """Verify ``token`` (from ``read_token``) with its installation's secret.
 
         ``is_once``: claim the ``jti`` (HipChat's own tokens); a reused one is ``InvalidJWT``.
         ``message_id``: claim it too (a webhook that will run something). ``key_of`` derives
-        the verifying key from the secret (page tokens). ``stamp`` is the value the claims hold.
+        the verifying key from the secret (page tokens). ``stamp`` is the value the claims hold,
+        the caller's own (its request id; a random one by default): a store call sent again
+        after a lost reply finds its own claims made, never another request's.
         """
         claims = token.claims
+        if stamp is None:
+            stamp = secrets.token_hex(8)
         entries = self._claims(claims, now=now, message_id=message_id, is_once=is_once, stamp=stamp)
         raw, claimed = await self._store.read_and_claim(
             self._keys.installation(claims.iss), entries

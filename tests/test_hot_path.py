@@ -202,15 +202,18 @@ async def test_read_and_claim_reads_then_claims_only_what_is_free(store: Store) 
     assert await store.read_and_claim("{t}:inst", again) == ("record", [False, True])
     assert (await store.get("{t}:a"), await store.get("{t}:c")) == ("1", "1")
     assert await store.read_and_claim("{t}:inst", []) == ("record", [])
+    # The same claims sent again (a retry whose first reply was lost) find themselves made.
+    assert await store.read_and_claim("{t}:inst", again) == ("record", [False, True])
+    assert (await store.get("{t}:a"), await store.get("{t}:c")) == ("1", "1")
 
 
 async def test_read_and_claim_survives_connections_the_server_dropped(
     redis_store: Store, redis_url: str
 ) -> None:
-    # The webhook path sends its script on a pooled connection itself; when Redis has closed
-    # that connection, the command goes again through redis-py's path on a fresh one.
+    # The webhook path sends its script on the process's lane; when Redis has closed that
+    # connection, the command goes again on a new lane.
     await redis_store.put("{t}:inst", "record")
-    assert await redis_store.read_and_claim("{t}:inst", []) == ("record", [])  # pooled now
+    assert await redis_store.read_and_claim("{t}:inst", []) == ("record", [])  # the lane is open
     admin = redis.asyncio.Redis.from_url(redis_url)
     try:
         killed = await admin.client_kill_filter(_type="normal", skipme=True)

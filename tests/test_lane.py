@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -13,7 +14,7 @@ import redis.exceptions
 
 from addon.errors import StoreUnavailable
 from addon.store.lane import Lane, lane_target, pack
-from addon.store.redis import RedisStore
+from addon.store.redis import _READ_AND_CLAIM, RedisStore
 from tests.engines import RedisProcesses
 
 pytestmark = pytest.mark.anyio
@@ -166,3 +167,54 @@ async def test_a_unix_socket_takes_a_lane(processes: RedisProcesses, tmp_path: P
 
 def test_tls_takes_no_lane() -> None:
     assert _target("rediss://127.0.0.1:6380/0") == {}  # the pooled connections serve it
+
+
+async def test_a_claim_whose_reply_was_lost_is_found_made_by_its_retry(
+    processes: RedisProcesses,
+) -> None:
+    # The script ran, but its reply never came (a proxy swallows what Redis sends on the first
+    # connection): after the socket timeout the retry, on a new lane, finds the claims holding
+    # its own stamp. Were they "taken", the webhook would be refused 401 and its message id
+    # stay claimed, so HipChat's next delivery would be dropped as already run.
+    port = processes.start()
+    connections = 0
+    writers: list[asyncio.StreamWriter] = []
+    handlers: list[asyncio.Future[Any]] = []
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, drop: bool) -> None:
+        while data := await source.read(65536):
+            if not drop:
+                sink.write(data)
+        sink.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        swallow = connections == 1
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.extend([writer, upstream_writer])
+        both = asyncio.gather(
+            pipe(reader, upstream_writer, False),
+            pipe(upstream_reader, writer, swallow),
+            return_exceptions=True,
+        )
+        handlers.append(both)
+        await both
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxied = server.sockets[0].getsockname()[1]
+    async with redis.asyncio.Redis(port=port) as direct:
+        await direct.set(f"{TAG}installation", "record")
+        await direct.script_load(_READ_AND_CLAIM)  # so the first try runs it, not NOSCRIPT
+    store = RedisStore(f"redis://127.0.0.1:{proxied}/0?socket_timeout=0.3")
+    try:
+        found = await store.read_and_claim(f"{TAG}installation", [(f"{TAG}jti", "req-1", 60.0)])
+    finally:
+        await store.close()
+        server.close()
+        for writer in writers:
+            writer.close()
+        await asyncio.gather(*handlers)
+        await server.wait_closed()
+    assert connections == 2
+    assert found == ("record", [True])

@@ -79,7 +79,10 @@ class Store(Protocol):
         stored only when its key holds nothing: one atomic step, one round trip.
 
         A signed request's installation read plus its ``jti`` and message-id claims: one round trip.
-        When ``key`` holds nothing, nothing is claimed and the list is all False.
+        When ``key`` holds nothing, nothing is claimed and the list is all False. A claim whose
+        key already holds its very value counts as made (True): the same call sent again after
+        its reply was lost (a retry after a timeout) finds its own claims. So each caller's
+        values must be its own (a request id), never a constant.
         """
         ...
 

@@ -88,7 +88,8 @@ else
 end
 return 1
 """
-# GET the first key; only when it exists, SET NX each further key (ARGV: value, PX or '' per key).
+# GET the first key; only when it exists, SET NX each further key (ARGV: value, PX or '' per key);
+# a key already holding the very value counts as stored (the caller's own claim, sent again).
 # The reply is {found (0/1), value or '', stored (0/1) per further key}: Lua drops nils in tables.
 _READ_AND_CLAIM = """
 local value = redis.call('GET', KEYS[1])
@@ -103,6 +104,8 @@ for i = 2, #KEYS do
     else
         stored = redis.call('SET', KEYS[i], ARGV[2 * i - 3], 'NX', 'PX', ARGV[2 * i - 2])
     end
+    -- Holding the caller's own value: this script sent again after its reply was lost.
+    stored = stored or redis.call('GET', KEYS[i]) == ARGV[2 * i - 3]
     reply[i + 1] = stored and 1 or 0
 end
 return reply

@@ -130,10 +130,10 @@ class SQLiteStore:
         with self._transaction() as db:
             found = _live_value(db, self.namespace + key, now)
             for name, value, expires_at in planned:
-                is_free = found is not None and _live_value(db, name, now) is None
-                if is_free:
+                held = _live_value(db, name, now) if found is not None else None
+                if found is not None and held is None:
                     _write(db, name, value, expires_at)
-                stored.append(is_free)
+                stored.append(found is not None and held in (None, value))
         return found, stored
 
     async def take(self, key: str) -> str | None:
