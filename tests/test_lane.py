@@ -166,3 +166,26 @@ async def test_a_unix_socket_takes_a_lane(processes: RedisProcesses, tmp_path: P
 
 def test_tls_takes_no_lane() -> None:
     assert _target("rediss://127.0.0.1:6380/0") == {}  # the pooled connections serve it
+
+
+async def test_a_reply_that_is_not_utf8_fails_its_own_caller_only(
+    processes: RedisProcesses,
+) -> None:
+    port = processes.start()
+    async with redis.asyncio.Redis(port=port) as client:
+        await client.set(f"{TAG}bad", b"\xff\xfe")
+        await client.set(f"{TAG}good", "fine")
+    lane = await Lane.open(_target(f"redis://127.0.0.1:{port}/0"))
+    keys = [f"{TAG}good", f"{TAG}bad", f"{TAG}good"]
+    replies = await asyncio.gather(
+        *(lane.call(pack(("GET", key))) for key in keys), return_exceptions=True
+    )
+    assert replies[0] == replies[2] == "fine"  # the others' replies, on a lane still open
+    assert isinstance(replies[1], UnicodeDecodeError)  # its own, as redis-py raises it
+    assert not lane.closed
+    lane.close()
+    store = RedisStore(f"redis://127.0.0.1:{port}/0")
+    for _ in range(2):  # through redis-py (NOSCRIPT: the script is loaded), then on the lane
+        with pytest.raises(StoreUnavailable, match="UnicodeDecodeError"):  # a 503, not a 500
+            await store.read_and_claim(f"{TAG}bad", [])
+    await store.close()

@@ -153,8 +153,13 @@ _GLOB_CHARS = re.compile(r"([*?\[\]\\])")
 # What redis-py raises when a store is down or failing over, all answered with a 503: connection
 # errors (MasterNotFoundError from Sentinel included), timeouts, error replies such as READONLY
 # from a demoted master, TRYAGAIN and CLUSTERDOWN, and the cluster client's own "cannot be
-# connected" / "slots not covered" (RedisClusterException, which is not a RedisError).
-_UNAVAILABLE = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+# connected" / "slots not covered" (RedisClusterException, which is not a RedisError). A value
+# that is not UTF-8 (written by something else) cannot be served either: UnicodeDecodeError.
+_UNAVAILABLE = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    UnicodeDecodeError,
+)
 # Raised only for commands we never send (multi-slot transactions): bugs, not outages.
 _BUGS = (redis.exceptions.CrossSlotTransactionError, redis.exceptions.InvalidPipelineStack)
 _Client = redis.asyncio.Redis | RedisCluster
