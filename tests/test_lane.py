@@ -189,3 +189,25 @@ async def test_a_reply_that_is_not_utf8_fails_its_own_caller_only(
         with pytest.raises(StoreUnavailable, match="UnicodeDecodeError"):  # a 503, not a 500
             await store.read_and_claim(f"{TAG}bad", [])
     await store.close()
+
+
+async def test_requests_waiting_for_a_new_lane_share_its_failure(
+    processes: RedisProcesses,
+) -> None:
+    port = processes.start(config="requirepass hunter2-secret\n")
+    store = RedisStore(f"redis://:hunter2-secret@127.0.0.1:{port}/0?socket_timeout=0.3")
+    server = processes.processes[port]
+    server.send_signal(signal.SIGSTOP)  # connects (the kernel's backlog), answers nothing
+    try:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            *(store.read_and_claim(f"{TAG}installation", []) for _ in range(8)),
+            return_exceptions=True,
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        server.send_signal(signal.SIGCONT)
+    await store.close()
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    # Each waited for two AUTHs at most (0.3 s each), not for every other request's in turn.
+    assert elapsed < 1.5, elapsed
