@@ -211,3 +211,22 @@ async def test_requests_waiting_for_a_new_lane_share_its_failure(
     assert all(isinstance(r, StoreUnavailable) for r in results), results
     # Each waited for two AUTHs at most (0.3 s each), not for every other request's in turn.
     assert elapsed < 1.5, elapsed
+
+
+async def test_a_failed_lane_sends_nothing_more(processes: RedisProcesses) -> None:
+    port = processes.start()
+    lane = await Lane.open(_target(f"redis://127.0.0.1:{port}/0", timeout=0.3))
+    server = processes.processes[port]
+    server.send_signal(signal.SIGSTOP)  # reads nothing: the writes pile up past the kernel's
+    try:
+        value = "x" * 65536
+        calls = [lane.call(pack(("SET", f"{TAG}k{i}", value))) for i in range(300)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        server.send_signal(signal.SIGCONT)
+    assert all(isinstance(r, redis.exceptions.TimeoutError) for r in results)
+    await asyncio.sleep(0.5)
+    async with redis.asyncio.Redis(port=port) as client:
+        # Their callers were told they failed (and retry them): the 19 MB still queued was
+        # dropped with the connection, not written to Redis once it woke up.
+        assert await client.dbsize() < 150

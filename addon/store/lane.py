@@ -136,7 +136,8 @@ class Lane(asyncio.Protocol):
         return await waiter
 
     def close(self) -> None:
-        """Close the connection; every waiter gets ``ConnectionError``."""
+        """Close the connection (dropping what is still queued); every waiter gets
+        ``ConnectionError``."""
         self._fail(redis.exceptions.ConnectionError("Connection to Redis closed"))
 
     def _flush(self) -> None:
@@ -167,8 +168,8 @@ class Lane(asyncio.Protocol):
             waiter, _sent = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
-        if self._transport is not None:
-            self._transport.close()
+        if self._transport is not None:  # abort: what is still queued would run after its failure
+            self._transport.abort()
 
 
 def _next(reader: hiredis.Reader) -> Any:
