@@ -218,3 +218,67 @@ async def test_a_claim_whose_reply_was_lost_is_found_made_by_its_retry(
         await server.wait_closed()
     assert connections == 2
     assert found == ("record", [True])
+
+
+async def test_a_reply_that_is_not_utf8_fails_its_own_caller_only(
+    processes: RedisProcesses,
+) -> None:
+    port = processes.start()
+    async with redis.asyncio.Redis(port=port) as client:
+        await client.set(f"{TAG}bad", b"\xff\xfe")
+        await client.set(f"{TAG}good", "fine")
+    lane = await Lane.open(_target(f"redis://127.0.0.1:{port}/0"))
+    keys = [f"{TAG}good", f"{TAG}bad", f"{TAG}good"]
+    replies = await asyncio.gather(
+        *(lane.call(pack(("GET", key))) for key in keys), return_exceptions=True
+    )
+    assert replies[0] == replies[2] == "fine"  # the others' replies, on a lane still open
+    assert isinstance(replies[1], UnicodeDecodeError)  # its own, as redis-py raises it
+    assert not lane.closed
+    lane.close()
+    store = RedisStore(f"redis://127.0.0.1:{port}/0")
+    for _ in range(2):  # through redis-py (NOSCRIPT: the script is loaded), then on the lane
+        with pytest.raises(StoreUnavailable, match="UnicodeDecodeError"):  # a 503, not a 500
+            await store.read_and_claim(f"{TAG}bad", [])
+    await store.close()
+
+
+async def test_requests_waiting_for_a_new_lane_share_its_failure(
+    processes: RedisProcesses,
+) -> None:
+    port = processes.start(config="requirepass hunter2-secret\n")
+    store = RedisStore(f"redis://:hunter2-secret@127.0.0.1:{port}/0?socket_timeout=0.3")
+    server = processes.processes[port]
+    server.send_signal(signal.SIGSTOP)  # connects (the kernel's backlog), answers nothing
+    try:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            *(store.read_and_claim(f"{TAG}installation", []) for _ in range(8)),
+            return_exceptions=True,
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        server.send_signal(signal.SIGCONT)
+    await store.close()
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    # Each waited for two AUTHs at most (0.3 s each), not for every other request's in turn.
+    assert elapsed < 1.5, elapsed
+
+
+async def test_a_failed_lane_sends_nothing_more(processes: RedisProcesses) -> None:
+    port = processes.start()
+    lane = await Lane.open(_target(f"redis://127.0.0.1:{port}/0", timeout=0.3))
+    server = processes.processes[port]
+    server.send_signal(signal.SIGSTOP)  # reads nothing: the writes pile up past the kernel's
+    try:
+        value = "x" * 65536
+        calls = [lane.call(pack(("SET", f"{TAG}k{i}", value))) for i in range(300)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        server.send_signal(signal.SIGCONT)
+    assert all(isinstance(r, redis.exceptions.TimeoutError) for r in results)
+    await asyncio.sleep(0.5)
+    async with redis.asyncio.Redis(port=port) as client:
+        # Their callers were told they failed (and retry them): the 19 MB still queued was
+        # dropped with the connection, not written to Redis once it woke up.
+        assert await client.dbsize() < 150

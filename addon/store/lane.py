@@ -106,15 +106,15 @@ class Lane(asyncio.Protocol):
         reader, waiters = self._reader, self._waiters
         try:
             reader.feed(data)
-            while (reply := reader.gets()) is not False:
+            while (reply := _next(reader)) is not False:
                 waiter, _sent = waiters.popleft()
                 if waiter.done():  # its request stopped waiting: the reply is dropped
                     continue
-                if isinstance(reply, redis.exceptions.ResponseError):
+                if isinstance(reply, Exception):
                     waiter.set_exception(_error(reply))
                 else:
                     waiter.set_result(reply)
-        except (hiredis.ProtocolError, UnicodeDecodeError, IndexError) as exc:  # never reuse it
+        except (hiredis.ProtocolError, IndexError) as exc:  # never reuse it
             self._fail(redis.exceptions.ConnectionError(f"Redis reply not understood: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -136,7 +136,8 @@ class Lane(asyncio.Protocol):
         return await waiter
 
     def close(self) -> None:
-        """Close the connection; every waiter gets ``ConnectionError``."""
+        """Close the connection (dropping what is still queued); every waiter gets
+        ``ConnectionError``."""
         self._fail(redis.exceptions.ConnectionError("Connection to Redis closed"))
 
     def _flush(self) -> None:
@@ -167,11 +168,21 @@ class Lane(asyncio.Protocol):
             waiter, _sent = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
-        if self._transport is not None:
-            self._transport.close()
+        if self._transport is not None:  # abort: what is still queued would run after its failure
+            self._transport.abort()
 
 
-def _error(reply: redis.exceptions.ResponseError) -> redis.exceptions.RedisError:
+def _next(reader: hiredis.Reader) -> Any:
+    """The next reply (``False``: none complete yet). One holding a value that is not UTF-8 is
+    its caller's ``UnicodeDecodeError``, as redis-py raises it: hiredis has read past it, so the
+    other callers' replies are still in step."""
+    try:
+        return reader.gets()
+    except UnicodeDecodeError as exc:
+        return exc
+
+
+def _error(reply: Exception) -> Exception:
     message = str(reply)
     if message.startswith("NOSCRIPT"):
         return redis.exceptions.NoScriptError(message)

@@ -156,8 +156,13 @@ _GLOB_CHARS = re.compile(r"([*?\[\]\\])")
 # What redis-py raises when a store is down or failing over, all answered with a 503: connection
 # errors (MasterNotFoundError from Sentinel included), timeouts, error replies such as READONLY
 # from a demoted master, TRYAGAIN and CLUSTERDOWN, and the cluster client's own "cannot be
-# connected" / "slots not covered" (RedisClusterException, which is not a RedisError).
-_UNAVAILABLE = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+# connected" / "slots not covered" (RedisClusterException, which is not a RedisError). A value
+# that is not UTF-8 (written by something else) cannot be served either: UnicodeDecodeError.
+_UNAVAILABLE = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    UnicodeDecodeError,
+)
 # Raised only for commands we never send (multi-slot transactions): bugs, not outages.
 _BUGS = (redis.exceptions.CrossSlotTransactionError, redis.exceptions.InvalidPipelineStack)
 _Client = redis.asyncio.Redis | RedisCluster
@@ -179,7 +184,7 @@ class RedisStore:
         self._sentinel: Sentinel | None = None
         self._lane_target: dict[str, Any] = {}  # one server, no TLS: the webhook path's lane
         self._lane: Lane | None = None
-        self._lane_lock = asyncio.Lock()
+        self._opening: asyncio.Task[Lane] | None = None  # the new lane every waiter awaits
         self._redis: _Client
         self._where = target.where
         if target.mode == "cluster":
@@ -311,11 +316,16 @@ class RedisStore:
     async def _on_lane(self, packed: bytes) -> Any:
         lane = self._lane
         if lane is None or lane.closed:
-            async with self._lane_lock:  # one new lane, however many requests wait for it
-                lane = self._lane
-                if lane is None or lane.closed:
-                    lane = self._lane = await Lane.open(self._lane_target)
+            # One new lane, however many requests wait for it, and its failure is theirs: taking
+            # turns, each would wait out its own connect and AUTH (a request per socket timeout).
+            if self._opening is None or self._opening.done():
+                self._opening = asyncio.get_running_loop().create_task(self._open_lane())
+            lane = await asyncio.shield(self._opening)  # a cancelled request leaves it opening
         return await lane.call(packed)
+
+    async def _open_lane(self) -> Lane:
+        lane = self._lane = await Lane.open(self._lane_target)
+        return lane
 
     async def take(self, key: str) -> str | None:
         """Atomically read and delete ``key`` (single-use values)."""
