@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx
 
+from addon.seed import LOCK_MARGIN
 from addon.testing import FakeHipChat, FakeHipChatError, Installed
 from bench.cluster_kit import (
     find_nginx,
@@ -56,6 +57,10 @@ from bench.cluster_kit import (
 REPLICAS = 3
 COMMAND_TIMEOUT = 10.0  # ADDON_COMMAND_TIMEOUT of the replicas (the default is 30)
 CLIENT_TIMEOUT = 20.0
+# A storage lock whose holder was killed, or whose release found Redis down, is held until its
+# TTL (the command timeout plus the seed's margin): until then the room's /counter waits for
+# it and times out. Documented; a fault's effect, however short the fault's window.
+LOCK_HELD = COMMAND_TIMEOUT + LOCK_MARGIN
 TOKEN_CACHE_FRACTION = 0.5  # the add-on keeps a token for at least half its lifetime
 
 # Each run appends "<pid> <message id>" to a file per replica: how many times each command ran.
@@ -103,12 +108,13 @@ class Window:
     start: float
     repair: float
     end: float
+    orphans_locks: bool = False  # storage locks taken before the fault may outlive the window
 
 
 WINDOWS = (
-    Window("replica-sigkill", 0.12, 0.17, 0.26),
+    Window("replica-sigkill", 0.12, 0.17, 0.26, orphans_locks=True),
     Window("replica-sigterm", 0.30, 0.35, 0.44),
-    Window("redis-down", 0.48, 0.54, 0.63),
+    Window("redis-down", 0.48, 0.54, 0.63, orphans_locks=True),
     Window("token-500", 0.67, 0.74, 0.77),
     Window("token-429", 0.77, 0.84, 0.88),
 )
@@ -449,9 +455,15 @@ class Soak:
 
     def in_fault(self, at: float) -> bool:
         """Whether a command accepted at ``at`` may have run (in the background, past the
-        reply window) while a fault was on: from a command timeout before a window to its end."""
-        seconds = self.args.seconds
-        return any(w.start * seconds - COMMAND_TIMEOUT <= at <= w.end * seconds for w in WINDOWS)
+        reply window) while a fault was on: from a command timeout before a window to its end,
+        or, for a fault that can orphan a storage lock, until that lock's TTL has run out."""
+        seconds = float(self.args.seconds)
+
+        def end(w: Window) -> float:
+            held = w.start * seconds + LOCK_HELD if w.orphans_locks else 0.0
+            return max(w.end * seconds, held)
+
+        return any(w.start * seconds - COMMAND_TIMEOUT <= at <= end(w) for w in WINDOWS)
 
     def describe(self, message_ids: list[str]) -> list[dict[str, Any]]:
         wanted = set(message_ids)
@@ -784,6 +796,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def keep_logs(workdir: Path, logs: Path) -> None:
+    """Copy the run's logs (replicas, nginx) from ``workdir``, which is removed, to ``logs``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    for log in workdir.glob("*.log"):
+        shutil.copy(log, logs / log.name)
+
+
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     try:
@@ -791,9 +810,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             run = Soak(args, workdir, hipchat)
             try:
                 run.start_processes()
-                return await run.run()
+                result = await run.run()
             finally:
                 run.stop_processes()
+        if result["verdict"] != "pass":  # the replicas' logs say why: keep them with the report
+            keep_logs(workdir, args.output / "logs")
+        return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -74,15 +74,31 @@ def test_a_short_soak_with_faults_loses_nothing_and_never_answers_500(tmp_path: 
     )
     report = json.loads((tmp_path / "soak.json").read_text())
     checks = report["checks"]
-    assert report["failures"] == [], report["failures"]
-    assert checks["commands_ran_more_than_once"] == []
-    assert checks["commands_acknowledged_but_not_run"] == []
-    assert checks["installations_lost"] == [] and checks["counter_writes_lost"] == []
-    assert checks["tokens"]["over_budget"] == []
-    failed = {k: v for k, v in checks.items() if isinstance(v, list) and v}
-    assert report["verdict"] == "pass" and result.returncode == 0, (failed, result.stderr[-3000:])
-    # Every fault window saw traffic, and the faults were felt (some retryable errors).
     phases = {phase["name"]: phase for phase in report["phases"]}
-    assert all(phases[w["name"]]["requests"] > 0 for w in report["windows"])
-    assert phases["redis-down"]["retryable"] > 0
-    assert checks["counter_writes_acknowledged"] > 0 and checks["uninstalled_checked"] > 0
+    # Everything that went wrong at once, so that one failed run in CI says why.
+    problems = {
+        "failures": report["failures"][:10],
+        "failed_checks": {k: v for k, v in checks.items() if isinstance(v, list) and v},
+        "tokens_over_budget": checks["tokens"]["over_budget"],
+        # Every fault window saw traffic, and the faults were felt (some retryable errors).
+        "quiet_windows": [
+            w["name"] for w in report["windows"] if not phases[w["name"]]["requests"]
+        ],
+        "redis_down_unfelt": phases["redis-down"]["retryable"] == 0,
+        "nothing_to_check": not (
+            checks["counter_writes_acknowledged"] and checks["uninstalled_checked"]
+        ),
+        "verdict": report["verdict"],
+        "exit_status": result.returncode,
+    }
+    expected = {
+        "failures": [],
+        "failed_checks": {},
+        "tokens_over_budget": [],
+        "quiet_windows": [],
+        "redis_down_unfelt": False,
+        "nothing_to_check": False,
+        "verdict": "pass",
+        "exit_status": 0,
+    }
+    assert problems == expected, (problems, result.stderr[-3000:])
