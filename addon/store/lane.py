@@ -26,7 +26,7 @@ from typing import Any, cast
 import hiredis
 import redis.exceptions
 
-__all__ = ["Lane", "lane_target"]
+__all__ = ["Lane", "lane_target", "pack"]
 
 
 def lane_target(connection_kwargs: Mapping[str, Any], connection_class: type) -> dict[str, Any]:
