@@ -333,10 +333,8 @@ class Dispatcher:
             return await self.run(
                 plan, installation, request_id=request_id, signed=signed, room=room
             )
-        except ShuttingDown:
-            await self._release(
-                plan, installation, request_id
-            )  # not run: the next delivery runs it
+        except ShuttingDown:  # not run: the next delivery runs it
+            await self._release(plan, installation, request_id)
             raise
 
     async def run(
