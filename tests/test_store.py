@@ -236,6 +236,25 @@ async def test_lock_expires_when_its_holder_never_releases(
         assert await store.get("lock") is not None
 
 
+async def test_a_lock_released_while_redis_is_down_keeps_what_ran_under_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    processes = RedisProcesses(tmp_path)
+    try:
+        port = processes.start()
+        store = RedisStore(f"redis://127.0.0.1:{port}/0")
+        ran = []
+        async with lock(store, "lock", ttl=10) as acquired:
+            ran.append(acquired)
+            processes.stop(port)  # the store goes away while the lock is held
+        # No StoreUnavailable from the release: the work under the lock stands.
+        assert ran == [True]
+        assert "Could not release the lock lock" in caplog.text and "expires in 10 s" in caplog.text
+        await store.close()
+    finally:
+        processes.close()
+
+
 async def test_lock_yields_false_when_the_wait_runs_out(store: Store) -> None:
     async with lock(store, "lock", ttl=10) as first:
         async with lock(store, "lock", ttl=10, wait=0.05, poll=0.01) as second:

@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+from addon.errors import StoreUnavailable
+
 __all__ = ["MapUpdate", "Outcome", "Store", "lock"]
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(enum.Enum):
@@ -177,7 +182,9 @@ async def lock(
 
     Yields True when the lock was acquired, False when ``wait`` ran out first (the caller then
     re-checks whatever the lock protects, and may proceed without it). The lock expires after
-    ``ttl`` seconds, so a crashed holder cannot block the others for longer than that.
+    ``ttl`` seconds, so a crashed holder cannot block the others for longer than that. A
+    release that finds the store unavailable is logged, not raised: what ran under the lock
+    stands (its own failure, if any, is the one raised), and the lock expires with its TTL.
     """
     owner = secrets.token_hex(16)
     loop = asyncio.get_running_loop()
@@ -190,4 +197,7 @@ async def lock(
         yield acquired
     finally:
         if acquired:
-            await store.delete_if_equal(key, owner)
+            try:
+                await store.delete_if_equal(key, owner)
+            except StoreUnavailable as exc:
+                log.warning("Could not release the lock %s (%s); it expires in %g s", key, exc, ttl)
