@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,32 @@ def test_the_contract_breaks_on_a_forbidden_import(
     assert result.returncode != 0
     broken = [row for row in result.stdout.splitlines() if row.endswith("BROKEN")]
     assert any(row.startswith(contract) for row in broken), result.stdout
+
+
+def _layers() -> dict[str, int]:
+    """Each module of the layers contract and its layer, 0 the top."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = next(
+        c for c in pyproject["tool"]["importlinter"]["contracts"] if c["type"] == "layers"
+    )
+    return {
+        name.strip().removeprefix("addon."): index
+        for index, layer in enumerate(contract["layers"])
+        for name in layer.split(":")
+    }
+
+
+def test_the_readmes_walk_of_a_webhook_goes_only_down_the_layers() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## How it fits together", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`([a-z_]+)(?:\.py|/)`", section)
+    assert named and all(
+        (REPO / "addon" / f"{name}.py").exists() or (REPO / "addon" / name).is_dir()
+        for name in named
+    ), named
+    # The numbered steps, each a module calling only what sits below it: app, routes, dispatch,
+    # then the store and the REST client.
+    steps = re.findall(r"^\d+\. `([a-z_]+)(?:\.py|/)`", section, flags=re.MULTILINE)
+    layers = _layers()
+    assert steps == ["app", "routes", "dispatch", "store"]
+    assert [layers[step] for step in steps] == sorted({layers[step] for step in steps})
